@@ -1,0 +1,975 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * mbufmux - a bounded, shared pool of mux buffers with a fair wait list.
+ *
+ * After HAProxy's mux buffer allocator: a context that needs a buffer and
+ * cannot get one is parked at the tail of a FIFO instead of failing; each
+ * buffer that comes back is handed, under the wait-list lock, to the head
+ * waiter, whose callback then runs from a workqueue with the buffer in hand.
+ *
+ * Accounting. @in_use counts the buffers out, plus MBUFMUX_OWNER_BIAS while
+ * the pool's owner has not destroyed it. Taking a buffer is a cmpxchg loop
+ * that keeps the limit exact; the slab allocation follows. Nothing on the
+ * fast path (nobody waiting, room under the limit) takes a lock.
+ *
+ * No lost wake-up. A context that fails to allocate queues itself under
+ * @wait_lock, publishes @nr_waiters, issues a full barrier and tries again;
+ * a context that frees a buffer decrements @in_use (a value-returning
+ * atomic, fully ordered) and then reads @nr_waiters. One of the two sees
+ * the other: either the new waiter finds the room, or the freer serves the
+ * wait list.
+ *
+ * Fairness. Once anybody waits, mbufmux_get() callers queue behind them and
+ * every freed buffer goes to the head waiter, so a waiter is served in the
+ * order it arrived and a buffer wakes at most one waiter.
+ */
+#define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
+
+#include <linux/atomic.h>
+#include <linux/ctype.h>
+#include <linux/debugfs.h>
+#include <linux/ktime.h>
+#include <linux/log2.h>
+#include <linux/math64.h>
+#include <linux/module.h>
+#include <linux/mutex.h>
+#include <linux/percpu.h>
+#include <linux/rcupdate.h>
+#include <linux/seq_file.h>
+#include <linux/slab.h>
+#include <linux/spinlock.h>
+#include <linux/string.h>
+#include <linux/workqueue.h>
+
+#include "mbufmux.h"
+
+#define CREATE_TRACE_POINTS
+#include "mbufmux_trace.h"
+
+#ifndef SLAB_NO_MERGE
+/* Before 6.5; a cache with a usercopy region is never merged there anyway. */
+#define SLAB_NO_MERGE 0
+#endif
+
+/* Held in @in_use by the pool's owner until mbufmux_pool_destroy(). */
+#define MBUFMUX_OWNER_BIAS	(1 << 30)
+/* How soon to retry serving waiters after the slab allocator failed. */
+#define MBUFMUX_RETRY_DELAY	(HZ / 50)
+
+struct mbufmux_pcpu_stats {
+	unsigned long allocs;
+	unsigned long alloc_fail;
+	unsigned long alloc_nomem;
+	unsigned long frees;
+};
+
+struct mbufmux_pool {
+	/* Read on every operation; written rarely. */
+	struct kmem_cache *cache;
+	unsigned int buf_size;
+	unsigned int limit;		/* written under @wait_lock */
+	unsigned int reserve;		/* written under @wait_lock */
+	unsigned int nr_waiters;	/* written under @wait_lock */
+	struct mbufmux_pcpu_stats __percpu *pcpu;
+	atomic_t fail_slab;		/* test hook */
+	char name[MBUFMUX_NAME_MAX];
+
+	atomic_t in_use ____cacheline_aligned_in_smp;
+	atomic_t peak;
+
+	/* @wait_lock protects the wait list and everything below it. */
+	spinlock_t wait_lock ____cacheline_aligned_in_smp;
+	struct list_head wait_list;
+	unsigned int waiters_peak;
+	u64 waits;
+	u64 handoffs;
+	u64 cancels;
+	u64 wait_ns_max;
+	u64 wait_hist[MBUFMUX_WAIT_HIST_BUCKETS];
+
+	/* @stash_lock protects the preallocated buffers (as mempool's). */
+	spinlock_t stash_lock;
+	unsigned int stash_min;
+	unsigned int stash_nr;
+	void **stash;
+
+	struct delayed_work retry_work;
+	struct rcu_work release_rwork;
+	struct dentry *debugfs;
+	struct list_head pools_node;	/* on mbufmux_pools */
+};
+
+static struct workqueue_struct *mbufmux_wq;
+static struct dentry *mbufmux_debugfs_root;
+
+/* Every pool, dying ones included, for name checks and debugfs "pools". */
+static LIST_HEAD(mbufmux_pools);
+static DEFINE_MUTEX(mbufmux_pools_lock);
+
+static void mbufmux_serve(struct mbufmux_pool *pool);
+
+static unsigned int mbufmux_used(int in_use)
+{
+	/* Once the owner has destroyed the pool, no bias is left. */
+	return in_use >= MBUFMUX_OWNER_BIAS ? in_use - MBUFMUX_OWNER_BIAS
+					     : in_use;
+}
+
+static unsigned int mbufmux_margin(const struct mbufmux_pool *pool,
+				   unsigned int margin)
+{
+	return margin == MBUFMUX_MARGIN_RESERVE ? READ_ONCE(pool->reserve)
+						: margin;
+}
+
+/*
+ * Count one more buffer out if that leaves @margin buffers under the limit.
+ * The limit is exact: concurrent chargers cannot overshoot it.
+ */
+static bool mbufmux_charge(struct mbufmux_pool *pool, unsigned int margin)
+{
+	unsigned int limit = READ_ONCE(pool->limit);
+	int old = atomic_read(&pool->in_use);
+	unsigned int used;
+
+	do {
+		/* No bias: the pool was destroyed, allocating is a bug. */
+		if (unlikely(old < MBUFMUX_OWNER_BIAS))
+			return false;
+		used = old - MBUFMUX_OWNER_BIAS;
+		if (margin >= limit || used >= limit - margin)
+			return false;
+	} while (!atomic_try_cmpxchg(&pool->in_use, &old, old + 1));
+
+	/* A racy peak would be lossy; only the rare new peak pays a cmpxchg. */
+	old = atomic_read(&pool->peak);
+	while (used + 1 > old &&
+	       !atomic_try_cmpxchg_relaxed(&pool->peak, &old, used + 1))
+		;
+	return true;
+}
+
+static void mbufmux_pool_release(struct mbufmux_pool *pool)
+{
+	queue_rcu_work(mbufmux_wq, &pool->release_rwork);
+}
+
+/*
+ * One buffer fewer out. The caller holds rcu_read_lock(): a pool that was
+ * destroyed with buffers out is released here, after a grace period, so
+ * the caller may still read it afterwards.
+ */
+static void mbufmux_uncharge(struct mbufmux_pool *pool)
+{
+	/* Full barrier: orders the decrement before the read of nr_waiters. */
+	if (unlikely(!atomic_dec_return(&pool->in_use)))
+		mbufmux_pool_release(pool);
+	else if (unlikely(READ_ONCE(pool->nr_waiters)))
+		mbufmux_serve(pool);
+}
+
+static bool mbufmux_should_fail_slab(struct mbufmux_pool *pool)
+{
+	return unlikely(atomic_read(&pool->fail_slab)) &&
+	       atomic_dec_if_positive(&pool->fail_slab) >= 0;
+}
+
+/* A zeroed buffer from the slab, or from the stash when the slab fails. */
+static void *mbufmux_mem_alloc(struct mbufmux_pool *pool)
+{
+	void *buf = NULL;
+
+	if (!mbufmux_should_fail_slab(pool))
+		buf = kmem_cache_alloc(pool->cache,
+				       GFP_NOWAIT | __GFP_NOWARN | __GFP_ZERO);
+	if (likely(buf))
+		return buf;
+
+	if (READ_ONCE(pool->stash_nr)) {
+		spin_lock_bh(&pool->stash_lock);
+		if (pool->stash_nr)
+			buf = pool->stash[--pool->stash_nr];
+		spin_unlock_bh(&pool->stash_lock);
+		if (buf)
+			memset(buf, 0, pool->buf_size);
+	}
+	return buf;
+}
+
+/* Give the memory back: refill the stash first, as mempool_free() does. */
+static void mbufmux_mem_free(struct mbufmux_pool *pool, void *buf)
+{
+	if (unlikely(READ_ONCE(pool->stash_nr) < pool->stash_min)) {
+		spin_lock_bh(&pool->stash_lock);
+		if (pool->stash_nr < pool->stash_min) {
+			pool->stash[pool->stash_nr++] = buf;
+			buf = NULL;
+		}
+		spin_unlock_bh(&pool->stash_lock);
+	}
+	if (buf)
+		kmem_cache_free(pool->cache, buf);
+}
+
+/*
+ * Take a buffer if the limit and margin allow it. On failure *@nomem tells
+ * whether the limit or the memory refused it. Counts successes only.
+ */
+static void *mbufmux_try_alloc(struct mbufmux_pool *pool, unsigned int margin,
+			       bool *nomem)
+{
+	void *buf;
+
+	*nomem = false;
+	if (!mbufmux_charge(pool, mbufmux_margin(pool, margin)))
+		return NULL;
+
+	buf = mbufmux_mem_alloc(pool);
+	if (unlikely(!buf)) {
+		*nomem = true;
+		/*
+		 * The charge was only borrowed, but a waiter may have queued
+		 * because of it: let the retry work serve the list (this may
+		 * run under @wait_lock, so it cannot be served from here).
+		 */
+		atomic_dec(&pool->in_use);
+		smp_mb__after_atomic();
+		if (READ_ONCE(pool->nr_waiters))
+			mod_delayed_work(mbufmux_wq, &pool->retry_work,
+					 MBUFMUX_RETRY_DELAY);
+		return NULL;
+	}
+	this_cpu_inc(pool->pcpu->allocs);
+	trace_mbufmux_alloc(pool->name, buf,
+			    mbufmux_used(atomic_read(&pool->in_use)));
+	return buf;
+}
+
+static void mbufmux_count_fail(struct mbufmux_pool *pool, unsigned int margin,
+			       bool nomem)
+{
+	if (nomem)
+		this_cpu_inc(pool->pcpu->alloc_nomem);
+	else
+		this_cpu_inc(pool->pcpu->alloc_fail);
+	trace_mbufmux_alloc_fail(pool->name, mbufmux_margin(pool, margin),
+				 mbufmux_used(atomic_read(&pool->in_use)),
+				 READ_ONCE(pool->limit), nomem);
+}
+
+static void mbufmux_dequeue_locked(struct mbufmux_pool *pool,
+				   struct mbufmux_waiter *w)
+{
+	lockdep_assert_held(&pool->wait_lock);
+	list_del_init(&w->node);
+	WRITE_ONCE(pool->nr_waiters, pool->nr_waiters - 1);
+}
+
+static void mbufmux_handoff_locked(struct mbufmux_pool *pool,
+				   struct mbufmux_waiter *w, void *buf)
+{
+	u64 waited = ktime_get_ns() - w->queued_ns;
+	unsigned int bucket = 0;
+	u64 us;
+
+	lockdep_assert_held(&pool->wait_lock);
+	mbufmux_dequeue_locked(pool, w);
+	WRITE_ONCE(w->buf, buf);
+	w->handoffs++;
+	w->wait_ns += waited;
+	/* Pairs with smp_load_acquire() in mbufmux_get(): @buf is visible. */
+	smp_store_release(&w->queued, false);
+
+	pool->handoffs++;
+	pool->wait_ns_max = max(pool->wait_ns_max, waited);
+	us = div_u64(waited, NSEC_PER_USEC);
+	if (us)
+		bucket = min_t(unsigned int, ilog2(us) + 1,
+			       MBUFMUX_WAIT_HIST_BUCKETS - 1);
+	pool->wait_hist[bucket]++;
+	trace_mbufmux_handoff(pool->name, w, buf, waited);
+
+	queue_work(mbufmux_wq, &w->work);
+}
+
+/*
+ * Hand buffers to waiters from the head of the list for as long as the
+ * limit leaves room for them. @spare, if not NULL, is a buffer coming back
+ * (still counted in @in_use): it goes to the head waiter if the head may
+ * have it. Returns @spare if nobody took it.
+ */
+static void *mbufmux_serve_locked(struct mbufmux_pool *pool, void *spare)
+{
+	struct mbufmux_waiter *w;
+	unsigned int margin;
+	bool nomem;
+	void *buf;
+
+	lockdep_assert_held(&pool->wait_lock);
+	while ((w = list_first_entry_or_null(&pool->wait_list,
+					     struct mbufmux_waiter, node))) {
+		margin = mbufmux_margin(pool, w->margin);
+		if (spare) {
+			/* @spare is counted: the head may keep it if one
+			 * fewer out would leave its margin under the limit.
+			 */
+			if (margin >= READ_ONCE(pool->limit) ||
+			    mbufmux_used(atomic_read(&pool->in_use)) - 1 >=
+			    READ_ONCE(pool->limit) - margin)
+				break;
+			buf = spare;
+			spare = NULL;
+			/* Never carry one owner's bytes to the next. */
+			memset(buf, 0, pool->buf_size);
+			this_cpu_inc(pool->pcpu->frees);
+			this_cpu_inc(pool->pcpu->allocs);
+		} else {
+			buf = mbufmux_try_alloc(pool, w->margin, &nomem);
+			if (!buf) {
+				if (nomem)
+					mbufmux_count_fail(pool, w->margin, true);
+				break;
+			}
+		}
+		mbufmux_handoff_locked(pool, w, buf);
+	}
+	return spare;
+}
+
+/* Give a counted buffer back to the memory, then let the waiters in. */
+static void mbufmux_release_buf(struct mbufmux_pool *pool, void *buf)
+{
+	mbufmux_mem_free(pool, buf);
+	this_cpu_inc(pool->pcpu->frees);
+	rcu_read_lock();
+	mbufmux_uncharge(pool);
+	rcu_read_unlock();
+}
+
+/* Serve the wait list after room was made (a free, a limit change). */
+static void mbufmux_serve(struct mbufmux_pool *pool)
+{
+	spin_lock_bh(&pool->wait_lock);
+	mbufmux_serve_locked(pool, NULL);
+	spin_unlock_bh(&pool->wait_lock);
+}
+
+static void mbufmux_retry_work(struct work_struct *work)
+{
+	struct mbufmux_pool *pool = container_of(to_delayed_work(work),
+						 struct mbufmux_pool,
+						 retry_work);
+
+	mbufmux_serve(pool);
+}
+
+/**
+ * mbufmux_buf_alloc() - take a buffer without waiting
+ * @pool: the pool
+ * @margin: buffers to leave under the limit for others: the allocation
+ *	succeeds only if ``in_use + margin < limit``. Pass
+ *	%MBUFMUX_MARGIN_RESERVE to leave the pool's reserve, 0 for a critical
+ *	allocation that may take the reserve.
+ *
+ * This is the raw primitive: it does not look at the wait list, so it may
+ * take room a queued waiter is about to be given. Contexts that share the
+ * pool fairly use mbufmux_get(). The buffer is zeroed.
+ *
+ * Context: any context but hard interrupt; never sleeps.
+ * Return: a buffer of mbufmux_pool_buf_size() bytes, or NULL if the limit
+ * or the memory refused it.
+ */
+void *mbufmux_buf_alloc(struct mbufmux_pool *pool, unsigned int margin)
+{
+	bool nomem;
+	void *buf;
+
+	buf = mbufmux_try_alloc(pool, margin, &nomem);
+	if (unlikely(!buf))
+		mbufmux_count_fail(pool, margin, nomem);
+	return buf;
+}
+EXPORT_SYMBOL_GPL(mbufmux_buf_alloc);
+
+/**
+ * mbufmux_buf_free() - give a buffer back to its pool
+ * @pool: the pool the buffer came from
+ * @buf: the buffer
+ *
+ * If contexts are waiting, the buffer goes straight to the head waiter
+ * (zeroed), whose callback is queued; otherwise it returns to the memory.
+ *
+ * Context: any context but hard interrupt; never sleeps.
+ * Return: nothing.
+ */
+void mbufmux_buf_free(struct mbufmux_pool *pool, void *buf)
+{
+	if (unlikely(READ_ONCE(pool->nr_waiters))) {
+		spin_lock_bh(&pool->wait_lock);
+		buf = mbufmux_serve_locked(pool, buf);
+		spin_unlock_bh(&pool->wait_lock);
+		if (!buf)
+			return;
+	}
+	mbufmux_release_buf(pool, buf);
+}
+EXPORT_SYMBOL_GPL(mbufmux_buf_free);
+
+static void mbufmux_waiter_work(struct work_struct *work)
+{
+	struct mbufmux_waiter *w = container_of(work, struct mbufmux_waiter,
+						work);
+
+	w->ops->available(w);
+}
+
+/**
+ * mbufmux_waiter_init() - prepare a waiter embedded in a consumer's context
+ * @w: the waiter
+ * @pool: the pool its buffer will come from
+ * @ops: the consumer's callbacks; @ops->available is required
+ *
+ * Context: any.
+ * Return: nothing.
+ */
+void mbufmux_waiter_init(struct mbufmux_waiter *w, struct mbufmux_pool *pool,
+			 const struct mbufmux_waiter_ops *ops)
+{
+	memset(w, 0, sizeof(*w));
+	INIT_LIST_HEAD(&w->node);
+	INIT_WORK(&w->work, mbufmux_waiter_work);
+	w->pool = pool;
+	w->ops = ops;
+}
+EXPORT_SYMBOL_GPL(mbufmux_waiter_init);
+
+/**
+ * mbufmux_get() - the context's buffer, or a place in the queue for one
+ * @w: the context's waiter
+ * @margin: as for mbufmux_buf_alloc()
+ *
+ * If the context holds a buffer (its own or one handed to it), that buffer
+ * is returned. Otherwise, if nobody waits and the pool has room, a new
+ * buffer is taken. Otherwise the waiter is queued at the tail of the wait
+ * list (once: a queued waiter stays where it is), the caller must stop the
+ * I/O that needs the buffer, and @w->ops->available will run once a buffer
+ * has been handed to it. New callers never overtake queued ones.
+ *
+ * Forward progress: a context holds at most one buffer, and must be able to
+ * give it back without needing another one.
+ *
+ * Context: any context but hard interrupt; never sleeps. Calls on one
+ * waiter are serialised by the caller.
+ * Return: the context's buffer, or NULL if the waiter is queued.
+ */
+void *mbufmux_get(struct mbufmux_waiter *w, unsigned int margin)
+{
+	struct mbufmux_pool *pool = w->pool;
+	bool was_empty, nomem = false;
+	void *buf;
+
+	/* Pairs with the smp_store_release() in mbufmux_handoff_locked(). */
+	if (smp_load_acquire(&w->queued))
+		return NULL;
+	buf = READ_ONCE(w->buf);
+	if (buf)
+		return buf;
+
+	/* Fast path: nobody waits, so nobody is overtaken. */
+	if (likely(!READ_ONCE(pool->nr_waiters))) {
+		buf = mbufmux_try_alloc(pool, margin, &nomem);
+		if (likely(buf))
+			goto out;
+	}
+
+	spin_lock_bh(&pool->wait_lock);
+	was_empty = list_empty(&pool->wait_list);
+	list_add_tail(&w->node, &pool->wait_list);
+	WRITE_ONCE(pool->nr_waiters, pool->nr_waiters + 1);
+	/*
+	 * Publish the waiter before the last look at @in_use: pairs with the
+	 * fully ordered atomic_dec_return() in mbufmux_uncharge().
+	 */
+	smp_mb();
+	if (was_empty) {
+		/* First in line: take any room that appeared meanwhile. */
+		buf = mbufmux_try_alloc(pool, margin, &nomem);
+		if (buf) {
+			mbufmux_dequeue_locked(pool, w);
+			spin_unlock_bh(&pool->wait_lock);
+			goto out;
+		}
+		mbufmux_count_fail(pool, margin, nomem);
+	}
+	w->margin = margin;
+	w->queued_ns = ktime_get_ns();
+	w->waits++;
+	WRITE_ONCE(w->queued, true);
+	pool->waits++;
+	pool->waiters_peak = max(pool->waiters_peak, pool->nr_waiters);
+	trace_mbufmux_wait(pool->name, w, pool->nr_waiters);
+	spin_unlock_bh(&pool->wait_lock);
+	return NULL;
+
+out:
+	WRITE_ONCE(w->buf, buf);
+	return buf;
+}
+EXPORT_SYMBOL_GPL(mbufmux_get);
+
+/**
+ * mbufmux_put() - give the context's buffer back
+ * @w: the context's waiter
+ *
+ * The buffer, if the context holds one, goes to the head waiter or back to
+ * the memory, as with mbufmux_buf_free(). A queued waiter stays queued.
+ *
+ * Context: any context but hard interrupt; never sleeps. Calls on one
+ * waiter are serialised by the caller.
+ * Return: nothing.
+ */
+void mbufmux_put(struct mbufmux_waiter *w)
+{
+	void *buf = mbufmux_waiter_buf(w);
+
+	if (buf) {
+		WRITE_ONCE(w->buf, NULL);
+		mbufmux_buf_free(w->pool, buf);
+	}
+}
+EXPORT_SYMBOL_GPL(mbufmux_put);
+
+/**
+ * mbufmux_cancel() - take a waiter out of the pool for good
+ * @w: the context's waiter
+ *
+ * Removes @w from the wait list if it is queued, waits for a pending or
+ * running callback to finish and gives back any buffer the context holds,
+ * handed-off or not: it is offered to the next waiter. Afterwards @w holds
+ * nothing and may be freed, or used again.
+ *
+ * Context: process context, may sleep. Must not be called from @w's own
+ * callback, nor under a lock that callback takes.
+ * Return: nothing.
+ */
+void mbufmux_cancel(struct mbufmux_waiter *w)
+{
+	struct mbufmux_pool *pool = w->pool;
+	bool was_queued;
+
+	might_sleep();
+	spin_lock_bh(&pool->wait_lock);
+	was_queued = w->queued;
+	if (was_queued) {
+		mbufmux_dequeue_locked(pool, w);
+		WRITE_ONCE(w->queued, false);
+		pool->cancels++;
+		trace_mbufmux_cancel(pool->name, w, true);
+	}
+	spin_unlock_bh(&pool->wait_lock);
+
+	/*
+	 * Only a handoff queues the work, and only while @w is on the list:
+	 * once off it, nothing can queue it again, so cancelling is enough.
+	 */
+	if (cancel_work_sync(&w->work)) {
+		spin_lock_bh(&pool->wait_lock);
+		pool->cancels++;
+		trace_mbufmux_cancel(pool->name, w, false);
+		spin_unlock_bh(&pool->wait_lock);
+	}
+	mbufmux_put(w);
+}
+EXPORT_SYMBOL_GPL(mbufmux_cancel);
+
+/**
+ * mbufmux_pool_set_limits() - change a pool's limit and reserve at run time
+ * @pool: the pool
+ * @limit: new limit, 1 to %MBUFMUX_LIMIT_MAX
+ * @reserve: new reserve, below @limit
+ *
+ * Raising the limit (or lowering the reserve) offers the new room to the
+ * waiters at once. Lowering the limit takes no buffer back: it only stops
+ * new allocations until enough buffers have come back.
+ *
+ * Context: any context but hard interrupt; never sleeps.
+ * Return: 0, or -EINVAL if the values are out of range (nothing changes).
+ */
+int mbufmux_pool_set_limits(struct mbufmux_pool *pool, unsigned int limit,
+			    unsigned int reserve)
+{
+	if (!limit || limit > MBUFMUX_LIMIT_MAX || reserve >= limit)
+		return -EINVAL;
+
+	spin_lock_bh(&pool->wait_lock);
+	WRITE_ONCE(pool->limit, limit);
+	WRITE_ONCE(pool->reserve, reserve);
+	mbufmux_serve_locked(pool, NULL);
+	spin_unlock_bh(&pool->wait_lock);
+	return 0;
+}
+EXPORT_SYMBOL_GPL(mbufmux_pool_set_limits);
+
+/**
+ * mbufmux_pool_buf_size() - the size of a pool's buffers
+ * @pool: the pool
+ *
+ * Context: any.
+ * Return: the size of every buffer of @pool, in bytes.
+ */
+unsigned int mbufmux_pool_buf_size(const struct mbufmux_pool *pool)
+{
+	return pool->buf_size;
+}
+EXPORT_SYMBOL_GPL(mbufmux_pool_buf_size);
+
+/**
+ * mbufmux_pool_get_stats() - a snapshot of a pool's counters
+ * @pool: the pool
+ * @st: filled in
+ *
+ * The per-CPU counters are summed without stopping their writers: under
+ * concurrent use the snapshot is approximate, at rest it is exact.
+ *
+ * Context: any context but hard interrupt; never sleeps.
+ * Return: nothing.
+ */
+void mbufmux_pool_get_stats(struct mbufmux_pool *pool,
+			    struct mbufmux_pool_stats *st)
+{
+	int cpu;
+
+	memset(st, 0, sizeof(*st));
+	for_each_possible_cpu(cpu) {
+		const struct mbufmux_pcpu_stats *pc = per_cpu_ptr(pool->pcpu,
+								  cpu);
+
+		st->allocs += READ_ONCE(pc->allocs);
+		st->alloc_fail += READ_ONCE(pc->alloc_fail);
+		st->alloc_nomem += READ_ONCE(pc->alloc_nomem);
+		st->frees += READ_ONCE(pc->frees);
+	}
+	st->in_use = mbufmux_used(atomic_read(&pool->in_use));
+	st->peak = atomic_read(&pool->peak);
+	st->limit = READ_ONCE(pool->limit);
+	st->reserve = READ_ONCE(pool->reserve);
+
+	spin_lock_bh(&pool->wait_lock);
+	st->waits = pool->waits;
+	st->handoffs = pool->handoffs;
+	st->cancels = pool->cancels;
+	st->waiters = pool->nr_waiters;
+	st->waiters_peak = pool->waiters_peak;
+	st->wait_ns_max = pool->wait_ns_max;
+	memcpy(st->wait_hist, pool->wait_hist, sizeof(st->wait_hist));
+	spin_unlock_bh(&pool->wait_lock);
+}
+EXPORT_SYMBOL_GPL(mbufmux_pool_get_stats);
+
+/**
+ * mbufmux_pool_inject_slab_failures() - make the next slab allocations fail
+ * @pool: the pool
+ * @n: how many of its next slab allocations fail
+ *
+ * A test hook for test_mbufmux: it lets the preallocated buffers be tested
+ * on kernels without fault injection.
+ *
+ * Context: any.
+ * Return: nothing.
+ */
+void mbufmux_pool_inject_slab_failures(struct mbufmux_pool *pool,
+				       unsigned int n)
+{
+	atomic_set(&pool->fail_slab, min_t(unsigned int, n, INT_MAX));
+}
+EXPORT_SYMBOL_GPL(mbufmux_pool_inject_slab_failures);
+
+/* debugfs */
+
+static int mbufmux_stats_show(struct seq_file *m, void *v)
+{
+	struct mbufmux_pool *pool = m->private;
+	struct mbufmux_pool_stats st;
+	unsigned int i;
+
+	mbufmux_pool_get_stats(pool, &st);
+	seq_printf(m, "in_use %llu\n", st.in_use);
+	seq_printf(m, "peak %llu\n", st.peak);
+	seq_printf(m, "limit %llu\n", st.limit);
+	seq_printf(m, "reserve %llu\n", st.reserve);
+	seq_printf(m, "prealloc %u\n", pool->stash_min);
+	seq_printf(m, "buf_size %u\n", pool->buf_size);
+	seq_printf(m, "allocs %llu\n", st.allocs);
+	seq_printf(m, "alloc_fail %llu\n", st.alloc_fail);
+	seq_printf(m, "alloc_nomem %llu\n", st.alloc_nomem);
+	seq_printf(m, "frees %llu\n", st.frees);
+	seq_printf(m, "waits %llu\n", st.waits);
+	seq_printf(m, "handoffs %llu\n", st.handoffs);
+	seq_printf(m, "cancels %llu\n", st.cancels);
+	seq_printf(m, "waiters %llu\n", st.waiters);
+	seq_printf(m, "waiters_peak %llu\n", st.waiters_peak);
+	seq_printf(m, "wait_ns_max %llu\n", st.wait_ns_max);
+	for (i = 0; i < MBUFMUX_WAIT_HIST_BUCKETS; i++)
+		seq_printf(m, "wait_hist_us_%lu %llu\n",
+			   i ? 1UL << (i - 1) : 0UL, st.wait_hist[i]);
+	return 0;
+}
+DEFINE_SHOW_ATTRIBUTE(mbufmux_stats);
+
+static int mbufmux_waiters_show(struct seq_file *m, void *v)
+{
+	struct mbufmux_pool *pool = m->private;
+	struct mbufmux_waiter *w;
+	unsigned int pos = 0;
+	u64 now;
+
+	spin_lock_bh(&pool->wait_lock);
+	now = ktime_get_ns();
+	list_for_each_entry(w, &pool->wait_list, node) {
+		seq_printf(m, "%u wait_us=%llu margin=%u ", pos++,
+			   div_u64(now - w->queued_ns, NSEC_PER_USEC),
+			   mbufmux_margin(pool, w->margin));
+		if (w->ops->show)
+			w->ops->show(m, w);
+		else
+			seq_printf(m, "waiter=%p", w);
+		seq_putc(m, '\n');
+	}
+	spin_unlock_bh(&pool->wait_lock);
+	return 0;
+}
+DEFINE_SHOW_ATTRIBUTE(mbufmux_waiters);
+
+static int mbufmux_pools_show(struct seq_file *m, void *v)
+{
+	struct mbufmux_pool *pool;
+	int in_use;
+
+	mutex_lock(&mbufmux_pools_lock);
+	list_for_each_entry(pool, &mbufmux_pools, pools_node) {
+		in_use = atomic_read(&pool->in_use);
+		seq_printf(m, "%s %s in_use=%u\n", pool->name,
+			   in_use >= MBUFMUX_OWNER_BIAS ? "live" : "dying",
+			   mbufmux_used(in_use));
+	}
+	mutex_unlock(&mbufmux_pools_lock);
+	return 0;
+}
+DEFINE_SHOW_ATTRIBUTE(mbufmux_pools);
+
+/* Pool lifetime */
+
+static bool mbufmux_name_valid(const char *name)
+{
+	size_t len = name ? strnlen(name, MBUFMUX_NAME_MAX) : 0;
+	size_t i;
+
+	if (!len || len == MBUFMUX_NAME_MAX)
+		return false;
+	for (i = 0; i < len; i++)
+		if (!islower(name[i]) && !isdigit(name[i]) &&
+		    name[i] != '_' && name[i] != '-')
+			return false;
+	return true;
+}
+
+static struct mbufmux_pool *mbufmux_pool_find(const char *name)
+{
+	struct mbufmux_pool *pool;
+
+	lockdep_assert_held(&mbufmux_pools_lock);
+	list_for_each_entry(pool, &mbufmux_pools, pools_node)
+		if (!strcmp(pool->name, name))
+			return pool;
+	return NULL;
+}
+
+static void mbufmux_pool_free(struct mbufmux_pool *pool)
+{
+	while (pool->stash_nr)
+		kmem_cache_free(pool->cache, pool->stash[--pool->stash_nr]);
+	kfree(pool->stash);
+	kmem_cache_destroy(pool->cache);
+	free_percpu(pool->pcpu);
+	kfree(pool);
+}
+
+static void mbufmux_pool_release_work(struct work_struct *work)
+{
+	struct mbufmux_pool *pool = container_of(to_rcu_work(work),
+						 struct mbufmux_pool,
+						 release_rwork);
+
+	mutex_lock(&mbufmux_pools_lock);
+	list_del(&pool->pools_node);
+	mutex_unlock(&mbufmux_pools_lock);
+	pr_info("pool %s: last buffer back, released\n", pool->name);
+	mbufmux_pool_free(pool);
+}
+
+/**
+ * mbufmux_pool_create() - create a pool of buffers
+ * @params: name, buffer size, limit, reserve and preallocated buffers
+ *
+ * Creates the slab cache (``mbufmux_<name>``, charged to the allocating
+ * task's memory cgroup, user copies allowed over the whole buffer),
+ * preallocates @params->prealloc buffers and the debugfs directory
+ * ``mbufmux/<name>/``.
+ *
+ * Context: process context, may sleep.
+ * Return: the pool, or an ERR_PTR(): -EINVAL for a bad name or out of range
+ * value, -EEXIST if a pool of that name exists, -ENOMEM.
+ */
+struct mbufmux_pool *mbufmux_pool_create(const struct mbufmux_pool_params *params)
+{
+	char cache_name[MBUFMUX_NAME_MAX + 8];
+	struct mbufmux_pool *pool;
+	int err;
+
+	if (!mbufmux_name_valid(params->name) ||
+	    params->buf_size < MBUFMUX_BUF_SIZE_MIN ||
+	    params->buf_size > MBUFMUX_BUF_SIZE_MAX ||
+	    !params->limit || params->limit > MBUFMUX_LIMIT_MAX ||
+	    params->reserve >= params->limit ||
+	    params->prealloc > params->limit)
+		return ERR_PTR(-EINVAL);
+
+	pool = kzalloc(sizeof(*pool), GFP_KERNEL);
+	if (!pool)
+		return ERR_PTR(-ENOMEM);
+	strscpy(pool->name, params->name, sizeof(pool->name));
+	pool->buf_size = params->buf_size;
+	pool->limit = params->limit;
+	pool->reserve = params->reserve;
+	atomic_set(&pool->in_use, MBUFMUX_OWNER_BIAS);
+	spin_lock_init(&pool->wait_lock);
+	INIT_LIST_HEAD(&pool->wait_list);
+	spin_lock_init(&pool->stash_lock);
+	INIT_DELAYED_WORK(&pool->retry_work, mbufmux_retry_work);
+	INIT_RCU_WORK(&pool->release_rwork, mbufmux_pool_release_work);
+
+	err = -ENOMEM;
+	pool->pcpu = alloc_percpu(struct mbufmux_pcpu_stats);
+	if (!pool->pcpu)
+		goto err_free_pool;
+
+	snprintf(cache_name, sizeof(cache_name), "mbufmux_%s", pool->name);
+	pool->cache = kmem_cache_create_usercopy(cache_name, pool->buf_size, 0,
+						 SLAB_ACCOUNT | SLAB_NO_MERGE,
+						 0, pool->buf_size, NULL);
+	if (!pool->cache)
+		goto err_free_pcpu;
+
+	if (params->prealloc) {
+		pool->stash = kcalloc(params->prealloc, sizeof(void *),
+				      GFP_KERNEL);
+		if (!pool->stash)
+			goto err_free_stash;
+	}
+	pool->stash_min = params->prealloc;
+	while (pool->stash_nr < pool->stash_min) {
+		void *buf = kmem_cache_alloc(pool->cache, GFP_KERNEL);
+
+		if (!buf)
+			goto err_free_stash;
+		pool->stash[pool->stash_nr++] = buf;
+	}
+
+	mutex_lock(&mbufmux_pools_lock);
+	err = -EEXIST;
+	if (mbufmux_pool_find(pool->name))
+		goto err_unlock;
+	pool->debugfs = debugfs_create_dir(pool->name, mbufmux_debugfs_root);
+	debugfs_create_file("stats", 0444, pool->debugfs, pool,
+			    &mbufmux_stats_fops);
+	debugfs_create_file("waiters", 0444, pool->debugfs, pool,
+			    &mbufmux_waiters_fops);
+	list_add_tail(&pool->pools_node, &mbufmux_pools);
+	mutex_unlock(&mbufmux_pools_lock);
+	return pool;
+
+err_unlock:
+	mutex_unlock(&mbufmux_pools_lock);
+err_free_stash:
+	while (pool->stash_nr)
+		kmem_cache_free(pool->cache, pool->stash[--pool->stash_nr]);
+	kfree(pool->stash);
+	kmem_cache_destroy(pool->cache);
+err_free_pcpu:
+	free_percpu(pool->pcpu);
+err_free_pool:
+	kfree(pool);
+	return ERR_PTR(err);
+}
+EXPORT_SYMBOL_GPL(mbufmux_pool_create);
+
+/**
+ * mbufmux_pool_destroy() - destroy a pool
+ * @pool: the pool, or NULL
+ *
+ * The owner must have cancelled every waiter and must not call into the
+ * pool again. Buffers still out are a bug in the owner; the pool reports
+ * it and stays alive, without its debugfs directory, until the last of
+ * them is freed, then releases itself.
+ *
+ * Context: process context, may sleep.
+ * Return: nothing.
+ */
+void mbufmux_pool_destroy(struct mbufmux_pool *pool)
+{
+	int left;
+
+	if (!pool)
+		return;
+
+	debugfs_remove_recursive(pool->debugfs);
+	pool->debugfs = NULL;
+	WARN_ONCE(READ_ONCE(pool->nr_waiters),
+		  "mbufmux: pool %s destroyed with waiters queued\n", pool->name);
+	cancel_delayed_work_sync(&pool->retry_work);
+
+	left = atomic_sub_return(MBUFMUX_OWNER_BIAS, &pool->in_use);
+	if (!left) {
+		mutex_lock(&mbufmux_pools_lock);
+		list_del(&pool->pools_node);
+		mutex_unlock(&mbufmux_pools_lock);
+		mbufmux_pool_free(pool);
+		return;
+	}
+	pr_warn("pool %s destroyed with %d buffers in use: released when they come back\n",
+		pool->name, left);
+}
+EXPORT_SYMBOL_GPL(mbufmux_pool_destroy);
+
+static int __init mbufmux_init(void)
+{
+	mbufmux_wq = alloc_workqueue("mbufmux", 0, 0);
+	if (!mbufmux_wq)
+		return -ENOMEM;
+
+	/* debugfs is optional: its failures are not errors (see debugfs.h). */
+	mbufmux_debugfs_root = debugfs_create_dir("mbufmux", NULL);
+	debugfs_create_file("pools", 0444, mbufmux_debugfs_root, NULL,
+			    &mbufmux_pools_fops);
+	return 0;
+}
+
+static void __exit mbufmux_exit(void)
+{
+	debugfs_remove_recursive(mbufmux_debugfs_root);
+	/* Released pools first wait a grace period, then run on mbufmux_wq. */
+	rcu_barrier();
+	destroy_workqueue(mbufmux_wq);
+
+	mutex_lock(&mbufmux_pools_lock);
+	if (!list_empty(&mbufmux_pools))
+		pr_err("pools left with buffers out at unload: leaking them\n");
+	mutex_unlock(&mbufmux_pools_lock);
+}
+
+module_init(mbufmux_init);
+module_exit(mbufmux_exit);
+
+MODULE_AUTHOR("The mbufmux developers");
+MODULE_DESCRIPTION("A bounded, shared pool of mux buffers with a fair FIFO wait list");
+MODULE_LICENSE("GPL");

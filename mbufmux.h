@@ -1,0 +1,198 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * mbufmux - a bounded, shared pool of mux buffers with a fair wait list.
+ *
+ * A pool hands out fixed-size buffers up to a limit. A context (a socket,
+ * a stream, anything that needs one buffer to make progress) embeds a
+ * struct mbufmux_waiter and asks for its buffer with mbufmux_get(). If the
+ * pool cannot serve it, the waiter is queued at the tail of a FIFO and the
+ * caller stops its I/O; when a buffer comes back it is handed directly to
+ * the head waiter and the waiter's ->available() callback runs from a
+ * workqueue with the buffer already attached.
+ *
+ * See Documentation/mbufmux.rst.
+ */
+#ifndef _MBUFMUX_H
+#define _MBUFMUX_H
+
+#include <linux/limits.h>
+#include <linux/list.h>
+#include <linux/types.h>
+#include <linux/workqueue.h>
+
+struct mbufmux_pool;
+struct mbufmux_waiter;
+struct seq_file;
+
+/* Longest pool name, terminating NUL included. */
+#define MBUFMUX_NAME_MAX	32
+/* Bounds of a pool's buffer size and limit. */
+#define MBUFMUX_BUF_SIZE_MIN	64U
+#define MBUFMUX_BUF_SIZE_MAX	(1U << 20)
+#define MBUFMUX_LIMIT_MAX	(1U << 24)
+
+/*
+ * A margin that means "leave the pool's reserve to critical users": what
+ * every non-critical caller passes. The reserve is read at the time the
+ * allocation is attempted, so changing it at run time takes effect at once.
+ */
+#define MBUFMUX_MARGIN_RESERVE	UINT_MAX
+
+/* Buckets of the log2 histogram of wait times (bucket 0: under 1 us). */
+#define MBUFMUX_WAIT_HIST_BUCKETS	24
+
+/**
+ * struct mbufmux_pool_params - how to create a pool
+ * @name: debugfs directory and slab cache suffix; [a-z0-9_-], unique
+ * @buf_size: size of each buffer in bytes
+ * @limit: most buffers in use at once
+ * @reserve: buffers only critical allocations (margin below the reserve)
+ *	may take; must be below @limit
+ * @prealloc: buffers allocated at creation and kept (no more than @limit),
+ *	served when the slab allocator fails
+ */
+struct mbufmux_pool_params {
+	const char *name;
+	unsigned int buf_size;
+	unsigned int limit;
+	unsigned int reserve;
+	unsigned int prealloc;
+};
+
+/**
+ * struct mbufmux_waiter_ops - a consumer's callbacks for its waiters
+ * @available: a buffer has been handed to the waiter; mbufmux_get() now
+ *	returns it. Runs from the mbufmux workqueue, in process context, may
+ *	sleep. Must not call mbufmux_cancel() on its own waiter.
+ * @show: optional, describes the waiter's owner on one line (no newline)
+ *	for the debugfs ``waiters`` file. Runs under the pool's wait-list lock
+ *	with bottom halves disabled: must not sleep.
+ */
+struct mbufmux_waiter_ops {
+	void (*available)(struct mbufmux_waiter *w);
+	void (*show)(struct seq_file *m, const struct mbufmux_waiter *w);
+};
+
+/**
+ * struct mbufmux_waiter - a context that holds, or waits for, one buffer
+ * @node: entry on the pool's wait list, under the pool's wait-list lock
+ * @work: runs @ops->available after a handoff
+ * @pool: the pool the buffer comes from
+ * @ops: the consumer's callbacks
+ * @buf: the buffer this context holds, or NULL
+ * @queued: on the wait list
+ * @margin: the margin the queued request asked for
+ * @queued_ns: when the waiter was queued (ktime_get_ns())
+ * @waits: times this waiter was queued
+ * @handoffs: buffers handed to this waiter
+ * @wait_ns: total time spent queued until a handoff
+ *
+ * Embedded in the consumer's context and initialised with
+ * mbufmux_waiter_init(). The consumer serialises its calls to mbufmux_get(),
+ * mbufmux_put() and mbufmux_cancel() on one waiter; the pool updates the
+ * fields under its wait-list lock while the waiter is queued. The counters
+ * may be read at any time for statistics.
+ */
+struct mbufmux_waiter {
+	struct list_head node;
+	struct work_struct work;
+	struct mbufmux_pool *pool;
+	const struct mbufmux_waiter_ops *ops;
+	void *buf;
+	bool queued;
+	unsigned int margin;
+	u64 queued_ns;
+	u64 waits;
+	u64 handoffs;
+	u64 wait_ns;
+};
+
+/**
+ * struct mbufmux_pool_stats - a snapshot of a pool's counters
+ * @in_use: buffers out now
+ * @peak: most buffers out at once
+ * @limit: current limit
+ * @reserve: current reserve
+ * @allocs: buffers given out, handoffs included
+ * @alloc_fail: allocations refused by the limit and margin
+ * @alloc_nomem: allocations that found neither slab memory nor a
+ *	preallocated buffer
+ * @frees: buffers given back, those handed on included
+ * @waits: requests queued on the wait list
+ * @handoffs: buffers handed to a waiter
+ * @cancels: waiters cancelled while queued or before their callback ran
+ * @waiters: waiters queued now
+ * @waiters_peak: most waiters queued at once
+ * @wait_ns_max: longest time a waiter was queued before its handoff
+ * @wait_hist: log2 histogram of those times; bucket 0 counts waits under
+ *	1 us, bucket k (k > 0) waits in [2^(k-1), 2^k) us, the last bucket
+ *	everything longer
+ */
+struct mbufmux_pool_stats {
+	u64 in_use;
+	u64 peak;
+	u64 limit;
+	u64 reserve;
+	u64 allocs;
+	u64 alloc_fail;
+	u64 alloc_nomem;
+	u64 frees;
+	u64 waits;
+	u64 handoffs;
+	u64 cancels;
+	u64 waiters;
+	u64 waiters_peak;
+	u64 wait_ns_max;
+	u64 wait_hist[MBUFMUX_WAIT_HIST_BUCKETS];
+};
+
+struct mbufmux_pool *mbufmux_pool_create(const struct mbufmux_pool_params *params);
+void mbufmux_pool_destroy(struct mbufmux_pool *pool);
+int mbufmux_pool_set_limits(struct mbufmux_pool *pool, unsigned int limit,
+			    unsigned int reserve);
+unsigned int mbufmux_pool_buf_size(const struct mbufmux_pool *pool);
+void mbufmux_pool_get_stats(struct mbufmux_pool *pool,
+			    struct mbufmux_pool_stats *stats);
+
+void *mbufmux_buf_alloc(struct mbufmux_pool *pool, unsigned int margin);
+void mbufmux_buf_free(struct mbufmux_pool *pool, void *buf);
+
+void mbufmux_waiter_init(struct mbufmux_waiter *w, struct mbufmux_pool *pool,
+			 const struct mbufmux_waiter_ops *ops);
+void *mbufmux_get(struct mbufmux_waiter *w, unsigned int margin);
+void mbufmux_put(struct mbufmux_waiter *w);
+void mbufmux_cancel(struct mbufmux_waiter *w);
+
+/**
+ * mbufmux_waiter_queued() - is the waiter on its pool's wait list?
+ * @w: the waiter
+ *
+ * Context: any. A lockless snapshot: the answer may change at once when a
+ * buffer is handed to the waiter.
+ * Return: true if @w is queued waiting for a buffer.
+ */
+static inline bool mbufmux_waiter_queued(const struct mbufmux_waiter *w)
+{
+	return smp_load_acquire(&w->queued);
+}
+
+/**
+ * mbufmux_waiter_buf() - the buffer a waiter holds
+ * @w: the waiter
+ *
+ * Context: any; the consumer's own serialisation makes the answer stable.
+ * Return: the buffer @w holds, or NULL.
+ */
+static inline void *mbufmux_waiter_buf(const struct mbufmux_waiter *w)
+{
+	/* Pairs with the release in the handoff: see mbufmux_get(). */
+	if (smp_load_acquire(&w->queued))
+		return NULL;
+	return READ_ONCE(w->buf);
+}
+
+/* Test hook: fail the pool's next @n slab allocations (test_mbufmux only). */
+void mbufmux_pool_inject_slab_failures(struct mbufmux_pool *pool,
+				       unsigned int n);
+
+#endif /* _MBUFMUX_H */
