@@ -1,0 +1,719 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * test_mbufmux - in-kernel tests of the mbufmux pool API.
+ *
+ * Loading the module runs every test and prints KTAP to the kernel log
+ * between "test_mbufmux: begin" and "test_mbufmux: end", and the number of
+ * failed tests in the read-only parameter tests_failed (the load itself
+ * succeeds: busybox insmod retries a failed load with the older syscall,
+ * which would run everything twice). selftests/test_mbufmux.sh drives it.
+ */
+#define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
+
+#include <linux/atomic.h>
+#include <linux/completion.h>
+#include <linux/delay.h>
+#include <linux/err.h>
+#include <linux/kthread.h>
+#include <linux/module.h>
+#include <linux/random.h>
+#include <linux/sched.h>
+#include <linux/slab.h>
+#include <linux/string.h>
+
+#include "mbufmux.h"
+
+static unsigned int stress_ops = 100000;
+module_param(stress_ops, uint, 0444);
+MODULE_PARM_DESC(stress_ops, "operations of the concurrent stress, in all");
+
+/*
+ * Not a timing assertion: only how long to wait before calling a hang a
+ * lost wake-up. Emulated CPUs are slow; keep it generous.
+ */
+#define HANG_TIMEOUT	(60 * HZ)
+#define BUF_SIZE	256
+
+static int failed_asserts;
+
+/* Results for test_mbufmux.sh; init never fails, so insmod never retries. */
+static unsigned int tests_failed = UINT_MAX;
+module_param(tests_failed, uint, 0444);
+MODULE_PARM_DESC(tests_failed, "tests that failed (read-only result)");
+
+#define CHECK(cond) ({							\
+	bool __ok = !!(cond);						\
+	if (!__ok) {							\
+		failed_asserts++;					\
+		pr_info("    # %s:%d: check failed: %s\n",		\
+			__func__, __LINE__, #cond);			\
+	}								\
+	__ok;								\
+})
+
+#define CHECK_EQ(a, b) ({						\
+	long long __a = (a), __b = (b);					\
+	bool __ok = __a == __b;						\
+	if (!__ok) {							\
+		failed_asserts++;					\
+		pr_info("    # %s:%d: %s == %lld, expected %s == %lld\n",\
+			__func__, __LINE__, #a, __a, #b, __b);		\
+	}								\
+	__ok;								\
+})
+
+static struct mbufmux_pool *new_pool(const char *name, unsigned int limit,
+				     unsigned int reserve,
+				     unsigned int prealloc)
+{
+	struct mbufmux_pool_params p = {
+		.name = name, .buf_size = BUF_SIZE, .limit = limit,
+		.reserve = reserve, .prealloc = prealloc,
+	};
+	struct mbufmux_pool *pool = mbufmux_pool_create(&p);
+
+	if (IS_ERR(pool)) {
+		pr_info("    # cannot create pool %s: %ld\n", name,
+			PTR_ERR(pool));
+		failed_asserts++;
+		return NULL;
+	}
+	return pool;
+}
+
+static struct mbufmux_pool_stats stats(struct mbufmux_pool *pool)
+{
+	struct mbufmux_pool_stats st;
+
+	mbufmux_pool_get_stats(pool, &st);
+	return st;
+}
+
+static bool all_zero(const u8 *buf, size_t len)
+{
+	return !memchr_inv(buf, 0, len);
+}
+
+/* A waiter whose callback counts and signals. */
+struct tw {
+	struct mbufmux_waiter w;
+	struct completion handed;
+	atomic_t calls;
+	int order;		/* rank among all callbacks of a test */
+};
+
+static atomic_t tw_seq;
+
+static void tw_available(struct mbufmux_waiter *w)
+{
+	struct tw *t = container_of(w, struct tw, w);
+
+	t->order = atomic_inc_return(&tw_seq);
+	atomic_inc(&t->calls);
+	complete(&t->handed);
+}
+
+static const struct mbufmux_waiter_ops tw_ops = {
+	.available = tw_available,
+};
+
+static void tw_init(struct tw *t, struct mbufmux_pool *pool)
+{
+	mbufmux_waiter_init(&t->w, pool, &tw_ops);
+	init_completion(&t->handed);
+	atomic_set(&t->calls, 0);
+	t->order = 0;
+}
+
+/* Tests. Each returns nothing; CHECK() records failures. */
+
+static void test_fastpath(void)
+{
+	struct mbufmux_pool *pool = new_pool("t_fast", 4, 0, 0);
+	struct mbufmux_pool_stats st;
+	struct tw t;
+	void *a, *b;
+	int i;
+
+	if (!pool)
+		return;
+	tw_init(&t, pool);
+	for (i = 0; i < 1000; i++) {
+		a = mbufmux_get(&t.w, 0);
+		if (!CHECK(a))
+			break;
+		/* Held: get returns the same buffer, nothing more is taken. */
+		b = mbufmux_get(&t.w, 0);
+		CHECK(a == b);
+		CHECK(all_zero(a, BUF_SIZE));
+		memset(a, 0xa5, BUF_SIZE);
+		mbufmux_put(&t.w);
+		CHECK(!mbufmux_waiter_buf(&t.w));
+	}
+	st = stats(pool);
+	CHECK_EQ(st.allocs, 1000);
+	CHECK_EQ(st.frees, 1000);
+	CHECK_EQ(st.in_use, 0);
+	CHECK_EQ(st.peak, 1);
+	CHECK_EQ(st.waits, 0);
+	CHECK_EQ(st.alloc_fail, 0);
+	CHECK_EQ(atomic_read(&t.calls), 0);
+	mbufmux_pool_destroy(pool);
+}
+
+static void test_limit_margin_reserve(void)
+{
+	static const struct mbufmux_pool_params same_name = {
+		.name = "t_limit", .buf_size = BUF_SIZE, .limit = 1,
+	};
+	struct mbufmux_pool *pool, *dup;
+	struct mbufmux_pool_stats st;
+	void *b[5];
+
+	pool = new_pool("t_limit", 4, 1, 0);
+	if (!pool)
+		return;
+
+	/* Non-critical callers leave the reserve: 3 of 4. */
+	b[0] = mbufmux_buf_alloc(pool, MBUFMUX_MARGIN_RESERVE);
+	b[1] = mbufmux_buf_alloc(pool, MBUFMUX_MARGIN_RESERVE);
+	b[2] = mbufmux_buf_alloc(pool, MBUFMUX_MARGIN_RESERVE);
+	CHECK(b[0] && b[1] && b[2]);
+	CHECK(!mbufmux_buf_alloc(pool, MBUFMUX_MARGIN_RESERVE));
+	/* A margin of 1 needs in_use + 1 < 4: refused at 3. */
+	CHECK(!mbufmux_buf_alloc(pool, 1));
+	/* A critical allocation takes the reserve, and then nothing is left. */
+	b[3] = mbufmux_buf_alloc(pool, 0);
+	CHECK(b[3]);
+	CHECK(!mbufmux_buf_alloc(pool, 0));
+	/* A margin at or above the limit never succeeds. */
+	mbufmux_buf_free(pool, b[3]);
+	CHECK(!mbufmux_buf_alloc(pool, 4));
+	CHECK(!mbufmux_buf_alloc(pool, UINT_MAX - 1));
+
+	st = stats(pool);
+	CHECK_EQ(st.in_use, 3);
+	CHECK_EQ(st.peak, 4);
+	CHECK_EQ(st.alloc_fail, 5);
+	CHECK_EQ(st.reserve, 1);
+
+	/* Lowering the limit under in_use takes nothing back. */
+	CHECK_EQ(mbufmux_pool_set_limits(pool, 2, 0), 0);
+	CHECK(!mbufmux_buf_alloc(pool, 0));
+	mbufmux_buf_free(pool, b[0]);
+	CHECK(!mbufmux_buf_alloc(pool, 0));
+	mbufmux_buf_free(pool, b[1]);
+	b[0] = mbufmux_buf_alloc(pool, 0);
+	CHECK(b[0]);
+	CHECK(!mbufmux_buf_alloc(pool, 0));
+	mbufmux_buf_free(pool, b[0]);
+	mbufmux_buf_free(pool, b[2]);
+
+	/* Bad values are refused and change nothing. */
+	CHECK_EQ(mbufmux_pool_set_limits(pool, 0, 0), -EINVAL);
+	CHECK_EQ(mbufmux_pool_set_limits(pool, 3, 3), -EINVAL);
+	CHECK_EQ(mbufmux_pool_set_limits(pool, MBUFMUX_LIMIT_MAX + 1, 0),
+		 -EINVAL);
+	st = stats(pool);
+	CHECK_EQ(st.limit, 2);
+	CHECK_EQ(st.reserve, 0);
+	CHECK_EQ(st.in_use, 0);
+
+	/* Names are unique. */
+	dup = mbufmux_pool_create(&same_name);
+	CHECK_EQ(PTR_ERR_OR_ZERO(dup), -EEXIST);
+	if (!IS_ERR(dup))
+		mbufmux_pool_destroy(dup);
+	mbufmux_pool_destroy(pool);
+}
+
+static void test_bad_params(void)
+{
+	static const struct mbufmux_pool_params bad[] = {
+		{ .name = NULL, .buf_size = BUF_SIZE, .limit = 1 },
+		{ .name = "", .buf_size = BUF_SIZE, .limit = 1 },
+		{ .name = "Upper", .buf_size = BUF_SIZE, .limit = 1 },
+		{ .name = "a/b", .buf_size = BUF_SIZE, .limit = 1 },
+		{ .name = "a_name_that_is_much_too_long_for_it",
+		  .buf_size = BUF_SIZE, .limit = 1 },
+		{ .name = "t_bad", .buf_size = MBUFMUX_BUF_SIZE_MIN - 1,
+		  .limit = 1 },
+		{ .name = "t_bad", .buf_size = MBUFMUX_BUF_SIZE_MAX + 1,
+		  .limit = 1 },
+		{ .name = "t_bad", .buf_size = BUF_SIZE, .limit = 0 },
+		{ .name = "t_bad", .buf_size = BUF_SIZE,
+		  .limit = MBUFMUX_LIMIT_MAX + 1 },
+		{ .name = "t_bad", .buf_size = BUF_SIZE, .limit = 2,
+		  .reserve = 2 },
+		{ .name = "t_bad", .buf_size = BUF_SIZE, .limit = 2,
+		  .prealloc = 3 },
+	};
+	unsigned int i;
+
+	for (i = 0; i < ARRAY_SIZE(bad); i++) {
+		struct mbufmux_pool *pool = mbufmux_pool_create(&bad[i]);
+
+		if (!CHECK_EQ(PTR_ERR_OR_ZERO(pool), -EINVAL)) {
+			pr_info("    # case %u accepted\n", i);
+			if (!IS_ERR(pool))
+				mbufmux_pool_destroy(pool);
+		}
+	}
+}
+
+static void test_prealloc(void)
+{
+	struct mbufmux_pool *pool = new_pool("t_prealloc", 4, 0, 2);
+	struct mbufmux_pool_stats st;
+	void *b[3];
+	int round;
+
+	if (!pool)
+		return;
+	for (round = 0; round < 2; round++) {
+		/* With the slab failing, the two preallocated buffers serve. */
+		mbufmux_pool_inject_slab_failures(pool, 100);
+		b[0] = mbufmux_buf_alloc(pool, 0);
+		b[1] = mbufmux_buf_alloc(pool, 0);
+		b[2] = mbufmux_buf_alloc(pool, 0);
+		CHECK(b[0] && b[1]);
+		CHECK(!b[2]);
+		if (b[0]) {
+			CHECK(all_zero(b[0], BUF_SIZE));
+			memset(b[0], 0x5a, BUF_SIZE);
+		}
+		mbufmux_pool_inject_slab_failures(pool, 0);
+		/* Freeing refills the stash before the slab gets anything. */
+		if (b[0])
+			mbufmux_buf_free(pool, b[0]);
+		if (b[1])
+			mbufmux_buf_free(pool, b[1]);
+	}
+	st = stats(pool);
+	CHECK_EQ(st.alloc_nomem, 2);
+	CHECK_EQ(st.alloc_fail, 0);
+	CHECK_EQ(st.allocs, 4);
+	CHECK_EQ(st.frees, 4);
+	CHECK_EQ(st.in_use, 0);
+	mbufmux_pool_destroy(pool);
+}
+
+/* FIFO: kthread contexts queue in a known order and are served in it. */
+
+#define NR_FIFO 10
+
+struct fifo_ctx {
+	struct tw t;
+	struct completion queued;	/* the thread asked, and waits */
+	struct completion holding;	/* the thread has its buffer */
+	struct completion may_put;
+	struct completion done;
+	bool got_buf_at_once;
+	bool timed_out;
+};
+
+static int fifo_thread(void *arg)
+{
+	struct fifo_ctx *c = arg;
+
+	if (mbufmux_get(&c->t.w, 0)) {
+		/* Not expected: the pool is full. Report it and leave. */
+		c->got_buf_at_once = true;
+		mbufmux_put(&c->t.w);
+		complete(&c->queued);
+		kthread_complete_and_exit(&c->done, 0);
+	}
+	complete(&c->queued);
+	if (!wait_for_completion_timeout(&c->t.handed, HANG_TIMEOUT)) {
+		c->timed_out = true;
+		mbufmux_cancel(&c->t.w);
+		kthread_complete_and_exit(&c->done, 0);
+	}
+	if (mbufmux_get(&c->t.w, 0))
+		complete(&c->holding);
+	wait_for_completion(&c->may_put);
+	mbufmux_put(&c->t.w);
+	kthread_complete_and_exit(&c->done, 0);
+}
+
+static void test_fifo(void)
+{
+	struct mbufmux_pool *pool = new_pool("t_fifo", 1, 0, 0);
+	struct mbufmux_pool_stats st;
+	struct task_struct *task;
+	struct fifo_ctx *c;
+	struct tw late;
+	void *held;
+	int i, n;
+
+	if (!pool)
+		return;
+	c = kcalloc(NR_FIFO, sizeof(*c), GFP_KERNEL);
+	if (!CHECK(c))
+		goto out_pool;
+	atomic_set(&tw_seq, 0);
+	held = mbufmux_buf_alloc(pool, 0);
+	CHECK(held);
+
+	for (i = 0; i < NR_FIFO; i++) {
+		tw_init(&c[i].t, pool);
+		init_completion(&c[i].queued);
+		init_completion(&c[i].holding);
+		init_completion(&c[i].may_put);
+		init_completion(&c[i].done);
+		task = kthread_run(fifo_thread, &c[i], "t_mbufmux_%d", i);
+		if (IS_ERR(task)) {
+			CHECK(0);
+			break;
+		}
+		/* Queue them one at a time, so the order is known. */
+		wait_for_completion(&c[i].queued);
+		CHECK(!c[i].got_buf_at_once);
+	}
+	n = i;
+	CHECK_EQ(stats(pool).waiters, n);
+
+	/* A newcomer does not overtake them, even for a critical buffer. */
+	tw_init(&late, pool);
+	CHECK(!mbufmux_get(&late.w, 0));
+	CHECK(mbufmux_waiter_queued(&late.w));
+	mbufmux_cancel(&late.w);
+	CHECK(!mbufmux_waiter_queued(&late.w));
+
+	/*
+	 * One buffer freed wakes exactly one waiter, the head; when it puts
+	 * the buffer back, the next one in line gets it.
+	 */
+	if (held)
+		mbufmux_buf_free(pool, held);
+	for (i = 0; i < n; i++) {
+		if (!CHECK(wait_for_completion_timeout(&c[i].holding,
+						       HANG_TIMEOUT)))
+			break;
+		/* Give a wrong second wake-up the time to show. */
+		msleep(20);
+		CHECK_EQ(atomic_read(&tw_seq), i + 1);
+		CHECK_EQ(c[i].t.order, i + 1);
+		st = stats(pool);
+		CHECK_EQ(st.handoffs, i + 1);
+		CHECK_EQ(st.waiters, n - i - 1);
+		CHECK_EQ(st.in_use, 1);
+		complete(&c[i].may_put);
+	}
+	/* Unblock and reap every thread, whatever failed above. */
+	for (i = 0; i < n; i++) {
+		complete(&c[i].may_put);
+		wait_for_completion(&c[i].done);
+		CHECK(!c[i].timed_out);
+		CHECK_EQ(atomic_read(&c[i].t.calls), 1);
+	}
+	st = stats(pool);
+	CHECK_EQ(st.in_use, 0);
+	CHECK_EQ(st.waiters, 0);
+	CHECK_EQ(st.handoffs, n);
+	CHECK_EQ(st.waits, n + 1);
+	CHECK_EQ(st.cancels, 1);
+	CHECK_EQ(st.allocs, st.frees);
+	kfree(c);
+out_pool:
+	mbufmux_pool_destroy(pool);
+}
+
+static void test_cancel(void)
+{
+	struct mbufmux_pool *pool = new_pool("t_cancel", 1, 0, 0);
+	struct mbufmux_pool_stats st;
+	unsigned int pending = 0, i;
+	struct tw a, b;
+	void *held;
+
+	if (!pool)
+		return;
+
+	/* Cancel while queued: nothing is handed, nothing runs. */
+	held = mbufmux_buf_alloc(pool, 0);
+	tw_init(&a, pool);
+	CHECK(!mbufmux_get(&a.w, 0));
+	mbufmux_cancel(&a.w);
+	mbufmux_buf_free(pool, held);
+	st = stats(pool);
+	CHECK_EQ(st.cancels, 1);
+	CHECK_EQ(st.handoffs, 0);
+	CHECK_EQ(st.in_use, 0);
+	CHECK_EQ(atomic_read(&a.calls), 0);
+
+	/*
+	 * Cancel right after the handoff, usually before the work has run:
+	 * the buffer goes back and on to the next waiter.
+	 */
+	for (i = 0; i < 200; i++) {
+		u64 before = stats(pool).cancels;
+
+		held = mbufmux_buf_alloc(pool, 0);
+		tw_init(&a, pool);
+		tw_init(&b, pool);
+		CHECK(!mbufmux_get(&a.w, 0));
+		CHECK(!mbufmux_get(&b.w, 0));
+		mbufmux_buf_free(pool, held);
+		mbufmux_cancel(&a.w);
+		if (stats(pool).cancels > before)
+			pending++;
+		CHECK(!mbufmux_waiter_buf(&a.w));
+		CHECK(atomic_read(&a.calls) <= 1);
+		if (!CHECK(wait_for_completion_timeout(&b.handed,
+						       HANG_TIMEOUT))) {
+			mbufmux_cancel(&b.w);
+			break;
+		}
+		CHECK(mbufmux_get(&b.w, 0));
+		mbufmux_cancel(&b.w);
+		CHECK_EQ(stats(pool).in_use, 0);
+	}
+	pr_info("    # %u of %u cancels caught the work pending\n", pending, i);
+	CHECK(pending > 0);
+	st = stats(pool);
+	CHECK_EQ(st.in_use, 0);
+	CHECK_EQ(st.waiters, 0);
+	CHECK_EQ(st.allocs, st.frees);
+	mbufmux_pool_destroy(pool);
+}
+
+static void test_raise_limit(void)
+{
+	struct mbufmux_pool *pool = new_pool("t_raise", 2, 0, 0);
+	struct mbufmux_pool_stats st;
+	struct tw t[3];
+	void *b[2];
+	int i;
+
+	if (!pool)
+		return;
+	b[0] = mbufmux_buf_alloc(pool, 0);
+	b[1] = mbufmux_buf_alloc(pool, 0);
+	for (i = 0; i < 3; i++) {
+		tw_init(&t[i], pool);
+		CHECK(!mbufmux_get(&t[i].w, MBUFMUX_MARGIN_RESERVE));
+	}
+	/* Room for two of the three: the first two in line get it. */
+	CHECK_EQ(mbufmux_pool_set_limits(pool, 4, 0), 0);
+	for (i = 0; i < 2; i++)
+		CHECK(wait_for_completion_timeout(&t[i].handed, HANG_TIMEOUT));
+	CHECK(mbufmux_waiter_queued(&t[2].w));
+	/* Lowering the reserve makes room too. */
+	CHECK_EQ(mbufmux_pool_set_limits(pool, 5, 1), 0);
+	CHECK(mbufmux_waiter_queued(&t[2].w));
+	CHECK_EQ(mbufmux_pool_set_limits(pool, 5, 0), 0);
+	CHECK(wait_for_completion_timeout(&t[2].handed, HANG_TIMEOUT));
+	st = stats(pool);
+	CHECK_EQ(st.in_use, 5);
+	CHECK_EQ(st.handoffs, 3);
+	for (i = 0; i < 3; i++) {
+		CHECK(mbufmux_get(&t[i].w, 0));
+		mbufmux_cancel(&t[i].w);
+	}
+	mbufmux_buf_free(pool, b[0]);
+	mbufmux_buf_free(pool, b[1]);
+	CHECK_EQ(stats(pool).in_use, 0);
+	mbufmux_pool_destroy(pool);
+}
+
+static void test_destroy_busy(void)
+{
+	struct mbufmux_pool *pool = new_pool("t_busy", 2, 0, 1);
+	void *buf;
+
+	if (!pool)
+		return;
+	buf = mbufmux_buf_alloc(pool, 0);
+	CHECK(buf);
+	/* Reported, deferred: the pool lives on until the buffer is back. */
+	mbufmux_pool_destroy(pool);
+	if (buf) {
+		memset(buf, 1, BUF_SIZE);
+		mbufmux_buf_free(pool, buf);
+	}
+	/* test_mbufmux.sh checks that the pool is gone from debugfs. */
+}
+
+/* Stress: contexts on both CPUs take, wait, cancel, resize at random. */
+
+#define NR_STRESS 6
+
+struct stress_ctx {
+	struct tw t;
+	struct mbufmux_pool *pool;
+	struct task_struct *task;
+	struct completion done;
+	unsigned int ops;
+	unsigned long waits, handed, cancelled, raw, hung, dirty;
+};
+
+static int stress_thread(void *arg)
+{
+	struct stress_ctx *c = arg;
+	unsigned int i;
+	void *buf;
+
+	for (i = 0; i < c->ops; i++) {
+		u32 r = get_random_u32();
+
+		switch (r % 8) {
+		case 0:
+			buf = mbufmux_buf_alloc(c->pool, r & 8 ? 0 :
+						MBUFMUX_MARGIN_RESERVE);
+			if (buf) {
+				c->raw++;
+				mbufmux_buf_free(c->pool, buf);
+			}
+			break;
+		case 1:
+			if (!(r & 0xf0))
+				mbufmux_pool_set_limits(c->pool,
+							1 + (r >> 8) % 6,
+							(r >> 16) % 2 &&
+							(r >> 8) % 6 ? 1 : 0);
+			break;
+		default:
+			reinit_completion(&c->t.handed);
+			buf = mbufmux_get(&c->t.w, r & 8 ? 0 :
+					  MBUFMUX_MARGIN_RESERVE);
+			if (!buf) {
+				c->waits++;
+				if (!(r & 0x700)) {
+					mbufmux_cancel(&c->t.w);
+					c->cancelled++;
+					break;
+				}
+				if (!wait_for_completion_timeout(&c->t.handed,
+								 HANG_TIMEOUT)) {
+					c->hung++;
+					mbufmux_cancel(&c->t.w);
+					break;
+				}
+				c->handed++;
+				buf = mbufmux_get(&c->t.w, 0);
+				if (!buf) {
+					c->hung++;
+					break;
+				}
+			}
+			/* Zeroed, and nobody else's: else a stale value. */
+			if (*(u32 *)buf)
+				c->dirty++;
+			*(u32 *)buf = r | 1;
+			if (r & 0x10000)
+				cond_resched();
+			mbufmux_put(&c->t.w);
+			break;
+		}
+	}
+	mbufmux_cancel(&c->t.w);
+	kthread_complete_and_exit(&c->done, 0);
+}
+
+static void test_stress(void)
+{
+	struct mbufmux_pool *pool = new_pool("t_stress", 3, 1, 1);
+	unsigned long waits = 0, handed = 0, cancelled = 0, hung = 0, dirty = 0;
+	struct mbufmux_pool_stats st;
+	struct stress_ctx *c;
+	int i, n;
+
+	if (!pool)
+		return;
+	c = kcalloc(NR_STRESS, sizeof(*c), GFP_KERNEL);
+	if (!CHECK(c))
+		goto out_pool;
+	for (i = 0; i < NR_STRESS; i++) {
+		tw_init(&c[i].t, pool);
+		init_completion(&c[i].done);
+		c[i].pool = pool;
+		c[i].ops = DIV_ROUND_UP(stress_ops, NR_STRESS);
+		c[i].task = kthread_create(stress_thread, &c[i],
+					   "t_mbufmux_s%d", i);
+		if (IS_ERR(c[i].task)) {
+			CHECK(0);
+			break;
+		}
+		kthread_bind(c[i].task, i % num_online_cpus());
+		wake_up_process(c[i].task);
+	}
+	n = i;
+	for (i = 0; i < n; i++) {
+		wait_for_completion(&c[i].done);
+		waits += c[i].waits;
+		handed += c[i].handed;
+		cancelled += c[i].cancelled;
+		hung += c[i].hung;
+		dirty += c[i].dirty;
+	}
+	/* Quiesce: the last frees may still be serving. */
+	CHECK_EQ(mbufmux_pool_set_limits(pool, 3, 1), 0);
+	st = stats(pool);
+	pr_info("    # %d threads, %u ops: waits %lu handed %lu cancelled %lu; pool allocs %llu handoffs %llu cancels %llu peak %llu\n",
+		n, n * DIV_ROUND_UP(stress_ops, NR_STRESS), waits, handed,
+		cancelled, st.allocs, st.handoffs, st.cancels, st.peak);
+	CHECK_EQ(hung, 0);
+	CHECK_EQ(dirty, 0);
+	CHECK_EQ(st.in_use, 0);
+	CHECK_EQ(st.waiters, 0);
+	CHECK_EQ(st.allocs, st.frees);
+	CHECK(st.peak <= 6);
+	/* Every wait ended in a handoff or a cancel: none was lost. */
+	CHECK_EQ(st.waits, waits);
+	CHECK(handed <= st.handoffs);
+	CHECK(st.handoffs <= waits);
+	CHECK(waits <= st.handoffs + st.cancels);
+	CHECK(waits > 0);
+	kfree(c);
+out_pool:
+	mbufmux_pool_destroy(pool);
+}
+
+struct mbufmux_test {
+	const char *name;
+	void (*fn)(void);
+};
+
+static const struct mbufmux_test tests[] = {
+	{ "fastpath", test_fastpath },
+	{ "limit_margin_reserve", test_limit_margin_reserve },
+	{ "bad_params", test_bad_params },
+	{ "prealloc_when_slab_fails", test_prealloc },
+	{ "fifo_order", test_fifo },
+	{ "cancel", test_cancel },
+	{ "raise_limit_wakes", test_raise_limit },
+	{ "destroy_with_buffers_out", test_destroy_busy },
+	{ "stress", test_stress },
+};
+
+static int __init test_mbufmux_init(void)
+{
+	unsigned int i, failed = 0;
+	int before;
+
+	pr_info("begin\n");
+	pr_info("KTAP version 1\n");
+	pr_info("1..%zu\n", ARRAY_SIZE(tests));
+	for (i = 0; i < ARRAY_SIZE(tests); i++) {
+		before = failed_asserts;
+		tests[i].fn();
+		if (failed_asserts != before)
+			failed++;
+		pr_info("%sok %u %s\n", failed_asserts != before ? "not " : "",
+			i + 1, tests[i].name);
+	}
+	pr_info("end: %u of %zu failed\n", failed, ARRAY_SIZE(tests));
+	tests_failed = failed;
+	return 0;
+}
+
+static void __exit test_mbufmux_exit(void)
+{
+}
+
+module_init(test_mbufmux_init);
+module_exit(test_mbufmux_exit);
+
+MODULE_DESCRIPTION("In-kernel tests of the mbufmux pool API");
+MODULE_LICENSE("GPL");
