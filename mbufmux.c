@@ -52,7 +52,7 @@
 #endif
 
 /* Held in @in_use by the pool's owner until mbufmux_pool_destroy(). */
-#define MBUFMUX_OWNER_BIAS	(1 << 30)
+#define MBUFMUX_OWNER_BIAS	0x40000000
 /* How soon to retry serving waiters after the slab allocator failed. */
 #define MBUFMUX_RETRY_DELAY	(HZ / 50)
 
@@ -233,6 +233,7 @@ static void *mbufmux_try_alloc(struct mbufmux_pool *pool, unsigned int margin,
 		 * run under @wait_lock, so it cannot be served from here).
 		 */
 		atomic_dec(&pool->in_use);
+		/* As in mbufmux_uncharge(): decrement, then look for waiters */
 		smp_mb__after_atomic();
 		if (READ_ONCE(pool->nr_waiters))
 			mod_delayed_work(mbufmux_wq, &pool->retry_work,
@@ -277,7 +278,7 @@ static void mbufmux_handoff_locked(struct mbufmux_pool *pool,
 	WRITE_ONCE(w->buf, buf);
 	w->handoffs++;
 	w->wait_ns += waited;
-	/* Pairs with smp_load_acquire() in mbufmux_get(): @buf is visible. */
+	/* Pairs with smp_load_acquire() in mbufmux_get(): @buf is visible */
 	smp_store_release(&w->queued, false);
 
 	pool->handoffs++;

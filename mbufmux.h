@@ -17,6 +17,7 @@
 
 #include <linux/limits.h>
 #include <linux/list.h>
+#include <linux/sizes.h>
 #include <linux/types.h>
 #include <linux/workqueue.h>
 
@@ -28,8 +29,8 @@ struct seq_file;
 #define MBUFMUX_NAME_MAX	32
 /* Bounds of a pool's buffer size and limit. */
 #define MBUFMUX_BUF_SIZE_MIN	64U
-#define MBUFMUX_BUF_SIZE_MAX	(1U << 20)
-#define MBUFMUX_LIMIT_MAX	(1U << 24)
+#define MBUFMUX_BUF_SIZE_MAX	SZ_1M
+#define MBUFMUX_LIMIT_MAX	SZ_16M
 
 /*
  * A margin that means "leave the pool's reserve to critical users": what
@@ -173,6 +174,7 @@ void mbufmux_cancel(struct mbufmux_waiter *w);
  */
 static inline bool mbufmux_waiter_queued(const struct mbufmux_waiter *w)
 {
+	/* Pairs with the release in the handoff: the buffer is visible */
 	return smp_load_acquire(&w->queued);
 }
 
@@ -185,7 +187,7 @@ static inline bool mbufmux_waiter_queued(const struct mbufmux_waiter *w)
  */
 static inline void *mbufmux_waiter_buf(const struct mbufmux_waiter *w)
 {
-	/* Pairs with the release in the handoff: see mbufmux_get(). */
+	/* Pairs with the release in the handoff, see mbufmux_get() */
 	if (smp_load_acquire(&w->queued))
 		return NULL;
 	return READ_ONCE(w->buf);

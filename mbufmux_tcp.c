@@ -50,10 +50,18 @@
 #include "mbufmux.h"
 #include "uapi/mbufmux.h"
 
+/*
+ * 6.1 compatibility. MSG_SPLICE_PAGES (6.5) replaced ->sendpage, which
+ * sendfile() used before; disable_work_sync() arrived in 6.10.
+ */
 #ifdef MSG_SPLICE_PAGES
 #define MSG_SPLICE_PAGES_COMPAT		MSG_SPLICE_PAGES
 #else
 #define MSG_SPLICE_PAGES_COMPAT		0
+#define MBUFMUX_HAVE_SENDPAGE
+#endif
+#if KERNEL_VERSION(6, 10, 0) <= LINUX_VERSION_CODE
+#define MBUFMUX_HAVE_DISABLE_WORK
 #endif
 #ifdef MSG_SENDPAGE_NOTLAST
 #define MSG_SENDPAGE_NOTLAST_COMPAT	MSG_SENDPAGE_NOTLAST
@@ -543,7 +551,7 @@ static void mbufmux_close(struct sock *sk, long timeout)
 	 * disabling it also keeps a late queue_work() from reviving it.
 	 * Neither may run under the socket lock: the tx work takes it.
 	 */
-#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 10, 0)
+#ifdef MBUFMUX_HAVE_DISABLE_WORK
 	if (disable_work_sync(&ctx->tx_work))
 #else
 	if (cancel_work_sync(&ctx->tx_work))
@@ -625,7 +633,7 @@ static int mbufmux_setsockopt(struct sock *sk, int level, int optname,
 	return 0;
 }
 
-#if LINUX_VERSION_CODE < KERNEL_VERSION(6, 5, 0)
+#ifdef MBUFMUX_HAVE_SENDPAGE
 /* Before 6.5, sendfile() reaches TCP through ->sendpage: copy it too. */
 static int mbufmux_sendpage(struct sock *sk, struct page *page, int offset,
 			    size_t size, int flags)
@@ -652,7 +660,7 @@ static void mbufmux_build_proto(struct proto *prot, const struct proto *base,
 	prot->disconnect = mbufmux_disconnect;
 	prot->getsockopt = mbufmux_getsockopt;
 	prot->setsockopt = mbufmux_setsockopt;
-#if LINUX_VERSION_CODE < KERNEL_VERSION(6, 5, 0)
+#ifdef MBUFMUX_HAVE_SENDPAGE
 	prot->sendpage = mbufmux_sendpage;
 #endif
 	/* sockmap would route sends around the staged bytes: refuse it. */
@@ -668,6 +676,7 @@ static int mbufmux_build_tcpv6(struct sock *sk)
 	const struct proto *prot = READ_ONCE(sk->sk_prot);
 	int err = 0;
 
+	/* Pairs with the release below: the copies are built */
 	if (likely(prot == smp_load_acquire(&saved_tcpv6_prot)))
 		return sk->sk_socket->ops == saved_tcpv6_ops ? 0 : -EOPNOTSUPP;
 
@@ -677,6 +686,7 @@ static int mbufmux_build_tcpv6(struct sock *sk)
 				    &mbufmux_proto_ops[MBUFMUX_IPV6],
 				    sk->sk_socket->ops);
 		saved_tcpv6_ops = sk->sk_socket->ops;
+		/* Publish the copies, then the proto they were built from */
 		smp_store_release(&saved_tcpv6_prot, prot);
 	} else if (prot != saved_tcpv6_prot) {
 		err = -EOPNOTSUPP;
@@ -695,7 +705,7 @@ static int mbufmux_tcp_init(struct sock *sk)
 	if (sk->sk_state != TCP_ESTABLISHED)
 		return -ENOTCONN;
 	/* sockmap and friends own sk_user_data and replace sk_prot. */
-	if (rcu_access_pointer(sk->sk_user_data) || !sk->sk_socket)
+	if (READ_ONCE(sk->sk_user_data) || !sk->sk_socket)
 		return -EOPNOTSUPP;
 
 	if (sk->sk_family == AF_INET6) {

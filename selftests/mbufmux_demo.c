@@ -188,8 +188,9 @@ int main(int argc, char **argv)
 			       sizeof("mbufmux")))
 			die("setsockopt(TCP_ULP, \"mbufmux\")");
 	}
-	printf("mbufmux demo: %d connections over loopback share %d buffers of %ld bytes; %zu KiB each\n",
-	       conns, bufs, stat_get("buf_size"), kib);
+	printf("mbufmux demo: %d connections over loopback share %d buffers",
+	       conns, bufs);
+	printf(" of %ld bytes; %zu KiB each\n", stat_get("buf_size"), kib);
 
 	for (i = 0; i < conns; i++) {
 		pthread_create(&th[2 * i], NULL, receiver, &fl[i]);

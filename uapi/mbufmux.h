@@ -9,6 +9,7 @@
 #ifndef _UAPI_LINUX_MBUFMUX_H
 #define _UAPI_LINUX_MBUFMUX_H
 
+#include <linux/const.h>
 #include <linux/types.h>
 
 /* The socket option level of an attached socket ("MB"). */
@@ -25,8 +26,8 @@ enum mbufmux_block {
 };
 
 /* mbufmux_info.flags */
-#define MBUFMUX_F_HOLDS_BUF	(1U << 0)	/* the socket holds a buffer */
-#define MBUFMUX_F_PARKED	(1U << 1)	/* queued, waiting for one */
+#define MBUFMUX_F_HOLDS_BUF	_BITUL(0)	/* the socket holds a buffer */
+#define MBUFMUX_F_PARKED	_BITUL(1)	/* queued, waiting for one */
 
 /**
  * struct mbufmux_info - the state of one attached socket
