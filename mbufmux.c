@@ -35,6 +35,7 @@
 #include <linux/mutex.h>
 #include <linux/percpu.h>
 #include <linux/rcupdate.h>
+#include <linux/sched/mm.h>
 #include <linux/seq_file.h>
 #include <linux/slab.h>
 #include <linux/spinlock.h>
@@ -70,6 +71,7 @@ struct mbufmux_pool {
 	unsigned int limit;		/* written under @wait_lock */
 	unsigned int reserve;		/* written under @wait_lock */
 	unsigned int nr_waiters;	/* written under @wait_lock */
+	unsigned int nr_explicit;	/* waiters with an explicit margin */
 	struct mbufmux_pcpu_stats __percpu *pcpu;
 	atomic_t fail_slab;		/* test hook */
 	char name[MBUFMUX_NAME_MAX];
@@ -216,15 +218,23 @@ static void mbufmux_mem_free(struct mbufmux_pool *pool, void *buf)
  * whether the limit or the memory refused it. Counts successes only.
  */
 static void *mbufmux_try_alloc(struct mbufmux_pool *pool, unsigned int margin,
-			       bool *nomem)
+			       struct mem_cgroup *memcg, bool *nomem)
 {
+	struct mem_cgroup *old_memcg;
 	void *buf;
 
 	*nomem = false;
 	if (!mbufmux_charge(pool, mbufmux_margin(pool, margin)))
 		return NULL;
 
-	buf = mbufmux_mem_alloc(pool);
+	/* Charge the waiter's cgroup, not whoever made the room. */
+	if (memcg) {
+		old_memcg = set_active_memcg(memcg);
+		buf = mbufmux_mem_alloc(pool);
+		set_active_memcg(old_memcg);
+	} else {
+		buf = mbufmux_mem_alloc(pool);
+	}
 	if (unlikely(!buf)) {
 		*nomem = true;
 		/*
@@ -264,10 +274,17 @@ static void mbufmux_dequeue_locked(struct mbufmux_pool *pool,
 	lockdep_assert_held(&pool->wait_lock);
 	list_del_init(&w->node);
 	WRITE_ONCE(pool->nr_waiters, pool->nr_waiters - 1);
+	if (w->margin != MBUFMUX_MARGIN_RESERVE)
+		pool->nr_explicit--;
 }
 
+/*
+ * Give @buf to @w, which leaves the list. A waiter served in its own
+ * mbufmux_get() (@self) just takes it; any other gets its callback queued.
+ */
 static void mbufmux_handoff_locked(struct mbufmux_pool *pool,
-				   struct mbufmux_waiter *w, void *buf)
+				   struct mbufmux_waiter *w, void *buf,
+				   bool self)
 {
 	u64 waited = ktime_get_ns() - w->queued_ns;
 	unsigned int bucket = 0;
@@ -276,6 +293,10 @@ static void mbufmux_handoff_locked(struct mbufmux_pool *pool,
 	lockdep_assert_held(&pool->wait_lock);
 	mbufmux_dequeue_locked(pool, w);
 	WRITE_ONCE(w->buf, buf);
+	if (self) {
+		WRITE_ONCE(w->queued, false);
+		return;
+	}
 	w->handoffs++;
 	w->wait_ns += waited;
 	/* Pairs with smp_load_acquire() in mbufmux_get(): @buf is visible */
@@ -294,45 +315,56 @@ static void mbufmux_handoff_locked(struct mbufmux_pool *pool,
 }
 
 /*
- * Hand buffers to waiters from the head of the list for as long as the
- * limit leaves room for them. @spare, if not NULL, is a buffer coming back
- * (still counted in @in_use): it goes to the head waiter if the head may
- * have it. Returns @spare if nobody took it.
+ * Serve the wait list in order: each waiter the limit has room for, given
+ * its margin, is handed a buffer. A waiter that does not fit is skipped
+ * only for a later one with a smaller margin (a critical request may take
+ * the reserve that the head may not); when every waiter leaves the reserve
+ * (no explicit margins queued), the first that does not fit ends the walk.
+ *
+ * @spare, if not NULL, is a buffer coming back, still counted in @in_use:
+ * it goes to the first waiter that may have it. @self is the waiter whose
+ * mbufmux_get() is serving, or NULL. Returns @spare if nobody took it.
  */
-static void *mbufmux_serve_locked(struct mbufmux_pool *pool, void *spare)
+static void *mbufmux_serve_locked(struct mbufmux_pool *pool, void *spare,
+				  struct mbufmux_waiter *self)
 {
-	struct mbufmux_waiter *w;
-	unsigned int margin;
+	struct mbufmux_waiter *w, *next;
+	unsigned int margin, limit;
 	bool nomem;
 	void *buf;
 
 	lockdep_assert_held(&pool->wait_lock);
-	while ((w = list_first_entry_or_null(&pool->wait_list,
-					     struct mbufmux_waiter, node))) {
+	list_for_each_entry_safe(w, next, &pool->wait_list, node) {
 		margin = mbufmux_margin(pool, w->margin);
+		limit = READ_ONCE(pool->limit);
+		buf = NULL;
 		if (spare) {
-			/* @spare is counted: the head may keep it if one
-			 * fewer out would leave its margin under the limit.
-			 */
-			if (margin >= READ_ONCE(pool->limit) ||
-			    mbufmux_used(atomic_read(&pool->in_use)) - 1 >=
-			    READ_ONCE(pool->limit) - margin)
-				break;
-			buf = spare;
-			spare = NULL;
-			/* Never carry one owner's bytes to the next. */
-			memset(buf, 0, pool->buf_size);
-			this_cpu_inc(pool->pcpu->frees);
-			this_cpu_inc(pool->pcpu->allocs);
+			/* One fewer out must leave the margin under the limit. */
+			if (margin < limit &&
+			    mbufmux_used(atomic_read(&pool->in_use)) - 1 <
+			    limit - margin) {
+				buf = spare;
+				spare = NULL;
+				/* Never carry one owner's bytes to the next. */
+				memset(buf, 0, pool->buf_size);
+				this_cpu_inc(pool->pcpu->frees);
+				this_cpu_inc(pool->pcpu->allocs);
+			}
 		} else {
-			buf = mbufmux_try_alloc(pool, w->margin, &nomem);
-			if (!buf) {
-				if (nomem)
-					mbufmux_count_fail(pool, w->margin, true);
+			buf = mbufmux_try_alloc(pool, w->margin, w->memcg,
+						&nomem);
+			if (!buf && nomem) {
+				/* The retry work is scheduled: stop here. */
+				mbufmux_count_fail(pool, w->margin, true);
 				break;
 			}
 		}
-		mbufmux_handoff_locked(pool, w, buf);
+		if (buf) {
+			mbufmux_handoff_locked(pool, w, buf, w == self);
+			continue;
+		}
+		if (!pool->nr_explicit)
+			break;
 	}
 	return spare;
 }
@@ -351,7 +383,7 @@ static void mbufmux_release_buf(struct mbufmux_pool *pool, void *buf)
 static void mbufmux_serve(struct mbufmux_pool *pool)
 {
 	spin_lock_bh(&pool->wait_lock);
-	mbufmux_serve_locked(pool, NULL);
+	mbufmux_serve_locked(pool, NULL, NULL);
 	spin_unlock_bh(&pool->wait_lock);
 }
 
@@ -376,7 +408,8 @@ static void mbufmux_retry_work(struct work_struct *work)
  * take room a queued waiter is about to be given. Contexts that share the
  * pool fairly use mbufmux_get(). The buffer is zeroed.
  *
- * Context: any context but hard interrupt; never sleeps.
+ * Context: process or softirq context, with hard interrupts enabled;
+ * never sleeps.
  * Return: a buffer of mbufmux_pool_buf_size() bytes, or NULL if the limit
  * or the memory refused it.
  */
@@ -385,7 +418,7 @@ void *mbufmux_buf_alloc(struct mbufmux_pool *pool, unsigned int margin)
 	bool nomem;
 	void *buf;
 
-	buf = mbufmux_try_alloc(pool, margin, &nomem);
+	buf = mbufmux_try_alloc(pool, margin, NULL, &nomem);
 	if (unlikely(!buf))
 		mbufmux_count_fail(pool, margin, nomem);
 	return buf;
@@ -400,14 +433,15 @@ EXPORT_SYMBOL_GPL(mbufmux_buf_alloc);
  * If contexts are waiting, the buffer goes straight to the head waiter
  * (zeroed), whose callback is queued; otherwise it returns to the memory.
  *
- * Context: any context but hard interrupt; never sleeps.
+ * Context: process or softirq context, with hard interrupts enabled;
+ * never sleeps.
  * Return: nothing.
  */
 void mbufmux_buf_free(struct mbufmux_pool *pool, void *buf)
 {
 	if (unlikely(READ_ONCE(pool->nr_waiters))) {
 		spin_lock_bh(&pool->wait_lock);
-		buf = mbufmux_serve_locked(pool, buf);
+		buf = mbufmux_serve_locked(pool, buf, NULL);
 		spin_unlock_bh(&pool->wait_lock);
 		if (!buf)
 			return;
@@ -459,17 +493,17 @@ EXPORT_SYMBOL_GPL(mbufmux_waiter_init);
  * Forward progress: a context holds at most one buffer, and must be able to
  * give it back without needing another one.
  *
- * Context: any context but hard interrupt; never sleeps. Calls on one
- * waiter are serialised by the caller.
+ * Context: process or softirq context, with hard interrupts enabled;
+ * never sleeps. Calls on one waiter are serialised by the caller.
  * Return: the context's buffer, or NULL if the waiter is queued.
  */
 void *mbufmux_get(struct mbufmux_waiter *w, unsigned int margin)
 {
 	struct mbufmux_pool *pool = w->pool;
-	bool was_empty, nomem = false;
+	bool nomem;
 	void *buf;
 
-	/* Pairs with the smp_store_release() in mbufmux_handoff_locked(). */
+	/* Pairs with the smp_store_release() in mbufmux_handoff_locked() */
 	if (smp_load_acquire(&w->queued))
 		return NULL;
 	buf = READ_ONCE(w->buf);
@@ -478,43 +512,40 @@ void *mbufmux_get(struct mbufmux_waiter *w, unsigned int margin)
 
 	/* Fast path: nobody waits, so nobody is overtaken. */
 	if (likely(!READ_ONCE(pool->nr_waiters))) {
-		buf = mbufmux_try_alloc(pool, margin, &nomem);
-		if (likely(buf))
-			goto out;
+		buf = mbufmux_try_alloc(pool, margin, w->memcg, &nomem);
+		if (likely(buf)) {
+			WRITE_ONCE(w->buf, buf);
+			return buf;
+		}
 	}
 
 	spin_lock_bh(&pool->wait_lock);
-	was_empty = list_empty(&pool->wait_list);
-	list_add_tail(&w->node, &pool->wait_list);
-	WRITE_ONCE(pool->nr_waiters, pool->nr_waiters + 1);
-	/*
-	 * Publish the waiter before the last look at @in_use: pairs with the
-	 * fully ordered atomic_dec_return() in mbufmux_uncharge().
-	 */
-	smp_mb();
-	if (was_empty) {
-		/* First in line: take any room that appeared meanwhile. */
-		buf = mbufmux_try_alloc(pool, margin, &nomem);
-		if (buf) {
-			mbufmux_dequeue_locked(pool, w);
-			spin_unlock_bh(&pool->wait_lock);
-			goto out;
-		}
-		mbufmux_count_fail(pool, margin, nomem);
-	}
 	w->margin = margin;
 	w->queued_ns = ktime_get_ns();
+	w->queued = true;
+	list_add_tail(&w->node, &pool->wait_list);
+	WRITE_ONCE(pool->nr_waiters, pool->nr_waiters + 1);
+	if (margin != MBUFMUX_MARGIN_RESERVE)
+		pool->nr_explicit++;
+	/*
+	 * Publish the waiter before the last look at @in_use: pairs with the
+	 * fully ordered atomic_dec_return() in mbufmux_uncharge(). Then serve
+	 * the list as a free would: we are served if our turn has come.
+	 */
+	smp_mb();
+	mbufmux_serve_locked(pool, NULL, w);
+	if (!w->queued) {
+		buf = w->buf;
+		spin_unlock_bh(&pool->wait_lock);
+		return buf;
+	}
 	w->waits++;
-	WRITE_ONCE(w->queued, true);
 	pool->waits++;
 	pool->waiters_peak = max(pool->waiters_peak, pool->nr_waiters);
 	trace_mbufmux_wait(pool->name, w, pool->nr_waiters);
 	spin_unlock_bh(&pool->wait_lock);
+	mbufmux_count_fail(pool, margin, false);
 	return NULL;
-
-out:
-	WRITE_ONCE(w->buf, buf);
-	return buf;
 }
 EXPORT_SYMBOL_GPL(mbufmux_get);
 
@@ -525,8 +556,8 @@ EXPORT_SYMBOL_GPL(mbufmux_get);
  * The buffer, if the context holds one, goes to the head waiter or back to
  * the memory, as with mbufmux_buf_free(). A queued waiter stays queued.
  *
- * Context: any context but hard interrupt; never sleeps. Calls on one
- * waiter are serialised by the caller.
+ * Context: process or softirq context, with hard interrupts enabled;
+ * never sleeps. Calls on one waiter are serialised by the caller.
  * Return: nothing.
  */
 void mbufmux_put(struct mbufmux_waiter *w)
@@ -593,7 +624,8 @@ EXPORT_SYMBOL_GPL(mbufmux_cancel);
  * waiters at once. Lowering the limit takes no buffer back: it only stops
  * new allocations until enough buffers have come back.
  *
- * Context: any context but hard interrupt; never sleeps.
+ * Context: process or softirq context, with hard interrupts enabled;
+ * never sleeps.
  * Return: 0, or -EINVAL if the values are out of range (nothing changes).
  */
 int mbufmux_pool_set_limits(struct mbufmux_pool *pool, unsigned int limit,
@@ -605,7 +637,7 @@ int mbufmux_pool_set_limits(struct mbufmux_pool *pool, unsigned int limit,
 	spin_lock_bh(&pool->wait_lock);
 	WRITE_ONCE(pool->limit, limit);
 	WRITE_ONCE(pool->reserve, reserve);
-	mbufmux_serve_locked(pool, NULL);
+	mbufmux_serve_locked(pool, NULL, NULL);
 	spin_unlock_bh(&pool->wait_lock);
 	return 0;
 }
@@ -632,7 +664,8 @@ EXPORT_SYMBOL_GPL(mbufmux_pool_buf_size);
  * The per-CPU counters are summed without stopping their writers: under
  * concurrent use the snapshot is approximate, at rest it is exact.
  *
- * Context: any context but hard interrupt; never sleeps.
+ * Context: process or softirq context, with hard interrupts enabled;
+ * never sleeps.
  * Return: nothing.
  */
 void mbufmux_pool_get_stats(struct mbufmux_pool *pool,

@@ -23,6 +23,7 @@
 
 struct mbufmux_pool;
 struct mbufmux_waiter;
+struct mem_cgroup;
 struct seq_file;
 
 /* Longest pool name, terminating NUL included. */
@@ -44,7 +45,8 @@ struct seq_file;
 
 /**
  * struct mbufmux_pool_params - how to create a pool
- * @name: debugfs directory and slab cache suffix; [a-z0-9_-], unique
+ * @name: debugfs directory and slab cache suffix: lower-case letters,
+ *	digits, ``_`` and ``-``; unique
  * @buf_size: size of each buffer in bytes
  * @limit: most buffers in use at once
  * @reserve: buffers only critical allocations (margin below the reserve)
@@ -80,6 +82,9 @@ struct mbufmux_waiter_ops {
  * @work: runs @ops->available after a handoff
  * @pool: the pool the buffer comes from
  * @ops: the consumer's callbacks
+ * @memcg: memory cgroup charged for buffers allocated for this waiter, or
+ *	NULL for the current task's; set by the consumer, which keeps it
+ *	alive while the waiter is in use
  * @buf: the buffer this context holds, or NULL
  * @queued: on the wait list
  * @margin: the margin the queued request asked for
@@ -99,6 +104,7 @@ struct mbufmux_waiter {
 	struct work_struct work;
 	struct mbufmux_pool *pool;
 	const struct mbufmux_waiter_ops *ops;
+	struct mem_cgroup *memcg;
 	void *buf;
 	bool queued;
 	unsigned int margin;
