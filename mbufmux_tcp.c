@@ -94,11 +94,9 @@ static int mbufmux_tcp_set_limits(unsigned int new_limit,
 	if (!new_limit || new_limit > MBUFMUX_LIMIT_MAX ||
 	    new_reserve >= new_limit)
 		return -EINVAL;
-	if (tcp_pool) {
-		err = mbufmux_pool_set_limits(tcp_pool, new_limit, new_reserve);
-		if (err)
-			return err;
-	}
+	err = mbufmux_pool_set_limits(tcp_pool, new_limit, new_reserve);
+	if (err)
+		return err;
 	WRITE_ONCE(limit, new_limit);
 	WRITE_ONCE(reserve, new_reserve);
 	return 0;
@@ -113,6 +111,11 @@ static int mbufmux_tcp_param_set(const char *val, const struct kernel_param *kp)
 	err = kstrtouint(val, 0, &v);
 	if (err)
 		return err;
+	/* At load, the pair is checked once both are known (module init). */
+	if (!tcp_pool) {
+		*(unsigned int *)kp->arg = v;
+		return 0;
+	}
 	if (kp->arg == &limit)
 		err = mbufmux_tcp_set_limits(v, reserve);
 	else
@@ -728,6 +731,10 @@ static int mbufmux_tcp_init(struct sock *sk)
 	ctx->sk = sk;
 	ctx->sk_proto = sk->sk_prot;
 	ctx->block = MBUFMUX_BLOCK_BOTH;
+#ifdef CONFIG_MEMCG
+	/* Buffers allocated for it while it waits are charged to its cgroup. */
+	ctx->waiter.memcg = sk->sk_memcg;
+#endif
 	/* The reserve is for the administrator's sockets. */
 	ctx->margin = capable(CAP_NET_ADMIN) ? 0 : MBUFMUX_MARGIN_RESERVE;
 
