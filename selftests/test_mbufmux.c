@@ -227,6 +227,53 @@ static void test_limit_margin_reserve(void)
 	mbufmux_pool_destroy(pool);
 }
 
+/*
+ * A critical request is not stuck behind waiters that may not take the
+ * reserve: it gets the room they cannot use, and only that room.
+ */
+static void test_reserve_behind_waiters(void)
+{
+	struct mbufmux_pool *pool = new_pool("t_reserve", 3, 1, 0);
+	struct mbufmux_pool_stats st;
+	struct tw a, b, c;
+	void *held[3];
+
+	if (!pool)
+		return;
+	held[0] = mbufmux_buf_alloc(pool, 0);
+	held[1] = mbufmux_buf_alloc(pool, 0);
+	tw_init(&a, pool);
+	tw_init(&b, pool);
+	tw_init(&c, pool);
+	/* 2 of 3 out: a non-critical request would eat the reserve. */
+	CHECK(!mbufmux_get(&a.w, MBUFMUX_MARGIN_RESERVE));
+	/* A critical one takes the reserve at once, queue or not. */
+	held[2] = mbufmux_get(&b.w, 0);
+	CHECK(held[2]);
+	/* Now full: a second critical request queues behind a. */
+	CHECK(!mbufmux_get(&c.w, 0));
+	/* One back: a still may not have it (3 - 1 + 1 == 3), c may. */
+	mbufmux_buf_free(pool, held[0]);
+	CHECK(wait_for_completion_timeout(&c.handed, HANG_TIMEOUT));
+	CHECK(mbufmux_waiter_queued(&a.w));
+	CHECK(!atomic_read(&a.calls));
+	/* c gives it back: still one too many out for a. */
+	mbufmux_cancel(&c.w);
+	CHECK(mbufmux_waiter_queued(&a.w));
+	/* Another back: now a fits, and gets the buffer. */
+	mbufmux_buf_free(pool, held[1]);
+	CHECK(wait_for_completion_timeout(&a.handed, HANG_TIMEOUT));
+	st = stats(pool);
+	CHECK_EQ(st.handoffs, 2);
+	CHECK_EQ(st.waiters, 0);
+	mbufmux_cancel(&a.w);
+	mbufmux_cancel(&b.w);
+	st = stats(pool);
+	CHECK_EQ(st.in_use, 0);
+	CHECK_EQ(st.allocs, st.frees);
+	mbufmux_pool_destroy(pool);
+}
+
 static void test_bad_params(void)
 {
 	static const struct mbufmux_pool_params bad[] = {
@@ -419,12 +466,59 @@ out_pool:
 	mbufmux_pool_destroy(pool);
 }
 
+struct cancel_ctx {
+	struct mbufmux_pool *pool;
+	struct completion done;
+	unsigned int pending, rounds;
+};
+
+/*
+ * Cancel right after the handoff, before the work has run: the buffer
+ * goes back and on to the next waiter. The thread runs SCHED_FIFO on the
+ * CPU the work is queued on, so the worker cannot run before it sleeps
+ * in the cancel: the work is caught pending every time.
+ */
+static int cancel_pending_thread(void *arg)
+{
+	struct cancel_ctx *cc = arg;
+	struct mbufmux_pool *pool = cc->pool;
+	struct tw a, b;
+	void *held;
+
+	sched_set_fifo(current);
+	for (cc->rounds = 0; cc->rounds < 200; cc->rounds++) {
+		u64 before = stats(pool).cancels;
+
+		held = mbufmux_buf_alloc(pool, 0);
+		tw_init(&a, pool);
+		tw_init(&b, pool);
+		CHECK(!mbufmux_get(&a.w, 0));
+		CHECK(!mbufmux_get(&b.w, 0));
+		mbufmux_buf_free(pool, held);
+		mbufmux_cancel(&a.w);
+		if (stats(pool).cancels > before)
+			cc->pending++;
+		CHECK(!mbufmux_waiter_buf(&a.w));
+		CHECK(atomic_read(&a.calls) <= 1);
+		if (!CHECK(wait_for_completion_timeout(&b.handed,
+						       HANG_TIMEOUT))) {
+			mbufmux_cancel(&b.w);
+			break;
+		}
+		CHECK(mbufmux_get(&b.w, 0));
+		mbufmux_cancel(&b.w);
+		CHECK_EQ(stats(pool).in_use, 0);
+	}
+	kthread_complete_and_exit(&cc->done, 0);
+}
+
 static void test_cancel(void)
 {
 	struct mbufmux_pool *pool = new_pool("t_cancel", 1, 0, 0);
+	struct cancel_ctx cc = { .pool = pool };
 	struct mbufmux_pool_stats st;
-	unsigned int pending = 0, i;
-	struct tw a, b;
+	struct task_struct *task;
+	struct tw a;
 	void *held;
 
 	if (!pool)
@@ -442,35 +536,17 @@ static void test_cancel(void)
 	CHECK_EQ(st.in_use, 0);
 	CHECK_EQ(atomic_read(&a.calls), 0);
 
-	/*
-	 * Cancel right after the handoff, usually before the work has run:
-	 * the buffer goes back and on to the next waiter.
-	 */
-	for (i = 0; i < 200; i++) {
-		u64 before = stats(pool).cancels;
-
-		held = mbufmux_buf_alloc(pool, 0);
-		tw_init(&a, pool);
-		tw_init(&b, pool);
-		CHECK(!mbufmux_get(&a.w, 0));
-		CHECK(!mbufmux_get(&b.w, 0));
-		mbufmux_buf_free(pool, held);
-		mbufmux_cancel(&a.w);
-		if (stats(pool).cancels > before)
-			pending++;
-		CHECK(!mbufmux_waiter_buf(&a.w));
-		CHECK(atomic_read(&a.calls) <= 1);
-		if (!CHECK(wait_for_completion_timeout(&b.handed,
-						       HANG_TIMEOUT))) {
-			mbufmux_cancel(&b.w);
-			break;
-		}
-		CHECK(mbufmux_get(&b.w, 0));
-		mbufmux_cancel(&b.w);
-		CHECK_EQ(stats(pool).in_use, 0);
+	init_completion(&cc.done);
+	task = kthread_create(cancel_pending_thread, &cc, "t_mbufmux_c");
+	if (CHECK(!IS_ERR(task))) {
+		kthread_bind(task, 0);
+		wake_up_process(task);
+		wait_for_completion(&cc.done);
 	}
-	pr_info("    # %u of %u cancels caught the work pending\n", pending, i);
-	CHECK(pending > 0);
+	pr_info("    # %u of %u cancels caught the work pending\n",
+		cc.pending, cc.rounds);
+	CHECK_EQ(cc.pending, cc.rounds);
+	CHECK_EQ(cc.rounds, 200);
 	st = stats(pool);
 	CHECK_EQ(st.in_use, 0);
 	CHECK_EQ(st.waiters, 0);
@@ -678,6 +754,7 @@ struct mbufmux_test {
 static const struct mbufmux_test tests[] = {
 	{ "fastpath", test_fastpath },
 	{ "limit_margin_reserve", test_limit_margin_reserve },
+	{ "reserve_behind_waiters", test_reserve_behind_waiters },
 	{ "bad_params", test_bad_params },
 	{ "prealloc_when_slab_fails", test_prealloc },
 	{ "fifo_order", test_fifo },
