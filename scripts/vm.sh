@@ -1,0 +1,216 @@
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0
+#
+# Boot the mbufmux test VM (qemu, Debian's 6.12 cloud kernel, busybox
+# initramfs with the built modules and selftests) and judge the run.
+#
+# Usage: scripts/vm.sh MODE [kernel args...]
+#        scripts/vm.sh cmd 'COMMAND' | HOSTSCRIPT [kernel args...]
+#   check  run selftests/TESTS, print TAP, judge the kernel log
+#   demo   run selftests/demo.sh, judge the kernel log
+#   cmd    run a shell command (or a host script, copied in) in the VM
+#   shell  interactive busybox shell on the console (no timeout on a
+#          terminal); power off with "exit" (or Ctrl-A x to kill qemu).
+#          Input can be piped in too: printf 'ls /mbufmux\nexit\n' | ...
+# Kernel args come last and win, e.g. "loglevel=8", "mbufmux.timeout=60",
+# or module parameters "mbufmux.<param>=<value>".
+#
+# Env: MBUFMUX_VM_TIMEOUT  whole-run limit in seconds (default 900)
+#      MBUFMUX_BUILD       output dir (default build/ in the checkout)
+#      MBUFMUX_SRC         tree with the modules/selftests (default checkout)
+#      MBUFMUX_VM_MODULES  Debian modules to add (default "tls")
+#      MBUFMUX_VM_ACCEL    qemu -accel value (default kvm if usable, else
+#                          tcg,thread=multi)
+#      MBUFMUX_VM_QEMU_ARGS extra qemu arguments (word-split)
+#      MBUFMUX_VM_KERNEL   kernel image to boot instead of Debian's (e.g. the
+#                          debug build); MBUFMUX_VM_MODULES then defaults to ""
+#
+# Output (not shell): console in $MBUFMUX_BUILD/vm-MODE.log, then
+# "ok|not ok - kernel log clean" and "N passed, N failed, N skipped".
+# Exit: 0 all passed, 1 a test / the kernel log / the VM's exit code
+# failed, 2 the VM did not finish (crash, hang, timeout), 3 bad usage or
+# setup error.
+set -eu
+
+scripts=$(cd "$(dirname "$0")" && pwd)
+repo=$(dirname "$scripts")
+build=${MBUFMUX_BUILD:-$repo/build}
+vm_timeout=${MBUFMUX_VM_TIMEOUT:-900}
+
+usage() {
+	sed -n '/^# Usage:/,/^#$/p' "$0" | sed 's/^# \{0,1\}//' >&2
+	exit 3
+}
+
+[ $# -ge 1 ] || usage
+mode=$1
+shift
+extra_files=()
+cmdargs=()
+case $mode in
+check | demo | shell) ;;
+cmd)
+	[ $# -ge 1 ] || usage
+	if [ -f "$1" ]; then
+		extra_files=("$1=/cmd.sh")
+		cmdargs=(mbufmux.script=/cmd.sh)
+	else
+		cmdargs=("mbufmux.cmd=$(printf '%s\n' "$1" | base64 -w 0)")
+	fi
+	shift
+	;;
+*) usage ;;
+esac
+
+mkdir -p "$build"
+# The uncompressed vmlinux boots seconds faster under TCG than vmlinuz.
+kernel=${MBUFMUX_VM_KERNEL:-}
+if [ -n "$kernel" ]; then
+	# Debian's modules would not match another kernel: none unless asked.
+	export MBUFMUX_VM_MODULES=${MBUFMUX_VM_MODULES-}
+else
+	kernel=$("$scripts/vm-kernel.sh" --vmlinux) || exit 3
+fi
+initrd=$build/initramfs-$mode.cpio.gz
+"$scripts/mkinitramfs.sh" "$initrd" "${extra_files[@]}" || exit 3
+
+# Accelerator: KVM where the host has it, else multi-threaded TCG.
+accel=${MBUFMUX_VM_ACCEL:-}
+if [ -z "$accel" ]; then
+	accel=tcg,thread=multi
+	if [ -r /dev/kvm ] && [ -w /dev/kvm ] && grep -qwE 'vmx|svm' /proc/cpuinfo; then
+		accel=kvm
+	fi
+fi
+
+# Kernel command line:
+#  panic=-1 + -no-reboot  a panic ends qemu at once (no markers: a failure);
+#  loglevel=5             warnings, oopses and traces reach the console
+#                         live, info noise does not (all of it is in the
+#                         dmesg dump at the end);
+#  softlockup_panic, hung_task_panic  a hang ends the run instead of
+#                         waiting for the timeout;
+#  mitigations=off        no PTI etc.: much faster syscalls under TCG.
+append="console=ttyS0 panic=-1 loglevel=5 printk.devkmsg=on"
+append+=" softlockup_panic=1 hung_task_panic=1 mitigations=off"
+append+=" mbufmux.mode=$mode ${cmdargs[*]} $*"
+
+# qboot, where qemu ships it, starts a -kernel faster than SeaBIOS.
+bios=()
+qboot=/usr/share/qemu/qboot.rom
+[ ! -f "$qboot" ] || bios=(-bios "$qboot")
+
+# shellcheck disable=SC2206 # user-supplied qemu words
+qemu=(qemu-system-x86_64 -nographic -nodefaults -no-user-config
+	-serial mon:stdio -no-reboot -accel "$accel" -cpu max -smp 2 -m 2048
+	"${bios[@]}" -kernel "$kernel" -initrd "$initrd" -append "$append"
+	${MBUFMUX_VM_QEMU_ARGS:-})
+
+echo "vm: booting $kernel mode=$mode accel=$accel" >&2
+log=$build/vm-$mode.log
+if [ "$mode" = shell ]; then
+	[ -t 0 ] && exec "${qemu[@]}"
+	# Scripted input (a pipe): bytes sent before the guest's shell reads
+	# the console get lost, so feed stdin only once the prompt is up.
+	# The timeout applies, in case the input does not end with "exit".
+	fifo=$(mktemp -u "$build/.vm-shell.XXXXXX")
+	rm -f "$log"
+	mkfifo "$fifo"
+	: >"$log"
+	exec 3<&0
+	(
+		exec >"$fifo"
+		until grep -q 'mbufmux-vm:.*# ' "$log" 2>/dev/null; do sleep 0.2; done
+		cat <&3
+	) &
+	feeder=$!
+	set +e
+	timeout -k 10 "$vm_timeout" "${qemu[@]}" <"$fifo" 2>&1 | tee "$log"
+	qrc=${PIPESTATUS[0]}
+	kill "$feeder" 2>/dev/null
+	rm -f "$fifo"
+	exit "$qrc"
+fi
+
+start=$(date +%s)
+set +e
+timeout -k 10 "$vm_timeout" "${qemu[@]}" </dev/null 2>&1 | tee "$log"
+qrc=${PIPESTATUS[0]}
+set -e
+secs=$(($(date +%s) - start))
+
+# Serial output has CRLF line ends.
+out=$(tr -d '\r' <"$log")
+dmesg=$(sed -n '/===MBUFMUX-DMESG-BEGIN===/,/===MBUFMUX-DMESG-END===/p' <<<"$out")
+rc=$(grep -o '===MBUFMUX-RC=[0-9]*===' <<<"$out" | tail -n 1 | tr -dc '0-9') || true
+
+# What fails the kernel log; what looks like it but is benign.
+bad='WARNING:|BUG:|Oops|Call Trace|lockdep|possible circular locking|KASAN|UBSAN'
+bad+='|kmemleak|unreferenced object|refcount_t|Objects remaining|Slab cache still has objects'
+bad+='|general protection|Kernel panic|hung task|blocked for more than|soft lockup|hard LOCKUP'
+bad+='|rcu.*detected stall|ODEBUG|invalid context|list_add corruption|list_del corruption'
+benign='kmemleak: Kernel memory leak detector initialized|kmemleak: Automatic memory scanning thread'
+benign+='|ODEBUG: selftest passed|hung_task_timeout_secs'
+
+# Boot time: kernel start to /init, as the guest saw it.
+boot=$(sed -n 's/^mbufmux-vm: init started at \([0-9.]*\)s.*/\1/p' <<<"$out" | head -n 1)
+
+echo
+echo "--- vm: $mode verdict (boot to /init ${boot:-?}s, whole run ${secs}s, log: $log) ---"
+finished=1
+if [ -z "$rc" ] || ! grep -q 'MBUFMUX-DMESG-END' <<<"$dmesg"; then
+	finished=0
+	if [ "$qrc" -eq 124 ] || [ "$qrc" -eq 137 ]; then
+		echo "vm: FAIL: timed out after ${vm_timeout}s (MBUFMUX_VM_TIMEOUT)"
+	else
+		echo "vm: FAIL: the VM stopped before the end markers (crash or panic; qemu exit $qrc)"
+	fi
+	# No dmesg dump: judge what reached the console.
+	dmesg=$out
+	note=" (console only, no dmesg dump)"
+fi
+
+# TAP results of the runner (check), or one result for the whole run.
+passed=0 skipped=0 nfailed=0
+if [ "$mode" = check ]; then
+	tap=$(sed '/===MBUFMUX-DMESG-BEGIN===/,$d' <<<"$out")
+	passed=$(grep -cE '^ok [0-9]+ ' <<<"$tap") || true
+	skipped=$(grep -cE '^ok [0-9]+ .*# SKIP' <<<"$tap") || true
+	passed=$((passed - skipped))
+	nfailed=$(grep -cE '^not ok [0-9]+ ' <<<"$tap") || true
+	plan=$(sed -n 's/^1\.\.\([0-9][0-9]*\)$/\1/p' <<<"$tap" | head -n 1)
+	missing=$((${plan:-0} - passed - skipped - nfailed))
+	if [ "$missing" -gt 0 ]; then
+		echo "not ok - $missing of $plan tests did not report"
+		nfailed=$((nfailed + missing))
+	elif [ "$finished" -eq 0 ]; then
+		echo "not ok - VM ran to the end"
+		nfailed=$((nfailed + 1))
+	elif [ "$rc" -ne 0 ] && [ "$nfailed" -eq 0 ]; then
+		echo "not ok - VM exit code $rc (module load failed?)"
+		nfailed=1
+	fi
+else
+	if [ "$finished" -eq 1 ] && [ "$rc" -eq 0 ]; then
+		echo "ok - $mode"
+		passed=1
+	else
+		echo "not ok - $mode # exit=${rc:-none}"
+		nfailed=1
+	fi
+fi
+
+hits=$(grep -E "$bad" <<<"$dmesg" | grep -vE "$benign") || true
+if [ -n "$hits" ]; then
+	echo "vm: kernel log problems:"
+	while IFS= read -r line; do echo "  $line"; done <<<"$hits"
+	echo "not ok - kernel log clean"
+	nfailed=$((nfailed + 1))
+else
+	echo "ok - kernel log clean${note:-}"
+fi
+
+echo "$passed passed, $nfailed failed, $skipped skipped"
+[ "$finished" -eq 1 ] || exit 2
+[ "$nfailed" -eq 0 ] && [ "$rc" -eq 0 ] || exit 1
+exit 0
