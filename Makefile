@@ -1,0 +1,107 @@
+# SPDX-License-Identifier: GPL-2.0
+#
+# mbufmux: every user-facing target. `make help` lists them.
+
+# The headers of Debian's linux-image-6.12-cloud-amd64, the test VM's kernel.
+KDIR		?= $(lastword $(sort $(wildcard /usr/src/linux-headers-6.12.*-cloud-amd64)))
+# Debian 12's own kernel headers (6.1), the second build target.
+KDIR_61		?= $(firstword $(wildcard /usr/src/linux-headers-6.1.*-amd64))
+CACHE		?= /var/cache/mbufmux
+SRCTREE		?= $(CACHE)/linux-source-6.12
+SRCTAR		:= /usr/src/linux-source-6.12.tar.xz
+
+.PHONY: all modules deps srctree selftests check run vm style build-all \
+	clean help
+
+all: modules
+
+help:
+	@echo "make            build the modules against KDIR ($(KDIR))"
+	@echo "make run        boot the test VM and run the demo (the main job)"
+	@echo "make check      build, boot the test VM, run every test (TAP)"
+	@echo "make vm         interactive shell in the test VM, modules loaded"
+	@echo "make style      checkpatch --strict, sparse, kernel-doc"
+	@echo "make build-all  W=1 builds against the 6.12 and 6.1 headers"
+	@echo "make clean      remove build output"
+
+# Every Debian package the project needs (idempotent, quick when done).
+deps:
+	@scripts/deps.sh
+
+modules:
+	$(MAKE) -C $(KDIR) M=$(CURDIR) modules
+
+# kselftest_harness.h, checkpatch.pl and kernel-doc come from Debian's
+# linux-source-6.12, unpacked once into the cache (never into the repo).
+srctree: $(SRCTREE)/Makefile
+$(SRCTREE)/Makefile: $(SRCTAR)
+	mkdir -p $(CACHE)
+	rm -rf $(SRCTREE).tmp && mkdir -p $(SRCTREE).tmp
+	tar -xf $(SRCTAR) -C $(SRCTREE).tmp --strip-components=1
+	rm -rf $(SRCTREE) && mv $(SRCTREE).tmp $(SRCTREE)
+	touch $@
+$(SRCTAR):
+	@scripts/deps.sh
+
+selftests: srctree
+	$(MAKE) -C selftests SRCTREE=$(SRCTREE)
+	$(CC) -O2 -Wall -Wextra -static -pthread -o selftests/mbufmux_demo \
+		selftests/mbufmux_demo.c
+
+check: deps
+	$(MAKE) modules selftests
+	scripts/vm.sh check
+
+run: deps
+	$(MAKE) modules selftests
+	scripts/vm.sh demo
+
+vm: deps
+	$(MAKE) modules selftests
+	scripts/vm.sh shell
+
+# checkpatch --strict, with the exceptions each kind of file needs:
+# LINUX_VERSION_CODE: one source builds against 6.1 and 6.12;
+# CONST_STRUCT: the ULP's proto and proto_ops are copies of TCP's, built
+# at run time (as kTLS's); OPEN_ENDED_LINE and
+# PARENTHESIS_ALIGNMENT: the TRACE_EVENT() layout of include/trace/events;
+# PREFER_KERNEL_TYPES: userspace programs use <stdint.h>.
+CHECKPATCH	:= $(SRCTREE)/scripts/checkpatch.pl --strict --no-tree --quiet \
+		   --ignore SPDX_LICENSE_TAG,FILE_PATH_CHANGES
+KERNEL_SRC	:= mbufmux.c mbufmux.h mbufmux_tcp.c uapi/mbufmux.h \
+		   selftests/test_mbufmux.c $(wildcard bench/*_kern.c)
+USER_SRC	:= $(filter-out %.mod.c selftests/test_mbufmux.c %_kern.c, \
+		     $(wildcard selftests/*.c bench/*.c))
+
+style: deps srctree
+	@mkdir -p build
+	$(CHECKPATCH) --ignore CONST_STRUCT,LINUX_VERSION_CODE -f $(KERNEL_SRC)
+	$(CHECKPATCH) --ignore OPEN_ENDED_LINE,PARENTHESIS_ALIGNMENT -f mbufmux_trace.h
+	$(CHECKPATCH) --ignore PREFER_KERNEL_TYPES -f $(USER_SRC)
+	$(SRCTREE)/scripts/kernel-doc -none -Wall mbufmux.h mbufmux.c \
+		mbufmux_tcp.c uapi/mbufmux.h
+	$(MAKE) -s -C $(KDIR) M=$(CURDIR) clean
+	$(MAKE) -s -C $(KDIR) M=$(CURDIR) C=1 CHECK="sparse" modules \
+		> build/sparse.log 2>&1 || (cat build/sparse.log; exit 1)
+	@if grep -Ei 'warning|error' build/sparse.log; then exit 1; fi
+	@echo "style: checkpatch --strict, kernel-doc and sparse are clean"
+
+# W=1 against both kernels, in place; any warning fails. Ends with the
+# tree built against KDIR again.
+build-all: deps
+	@mkdir -p build
+	@for k in $(KDIR_61) $(KDIR); do \
+		echo "== W=1 build against $$k"; \
+		$(MAKE) -s -C $$k M=$(CURDIR) clean; \
+		$(MAKE) -s -C $$k M=$(CURDIR) W=1 modules \
+			> build/build-all.log 2>&1; rc=$$?; \
+		cat build/build-all.log; \
+		[ $$rc -eq 0 ] || exit 1; \
+		! grep -Eqi 'warning|error' build/build-all.log || exit 1; \
+	done
+	@echo "build-all: no warnings against 6.1 and 6.12"
+
+clean:
+	$(MAKE) -C $(KDIR) M=$(CURDIR) clean
+	-$(MAKE) -C selftests clean
+	rm -rf build
