@@ -94,7 +94,11 @@ static bool all_zero(const u8 *buf, size_t len)
 	return !memchr_inv(buf, 0, len);
 }
 
-/* A waiter whose callback counts and signals. */
+/*
+ * A waiter whose callback counts and signals. The tests keep theirs in
+ * static storage or on the heap: a work_struct on the stack would need
+ * INIT_WORK_ONSTACK(), which debugobjects checks.
+ */
 struct tw {
 	struct mbufmux_waiter w;
 	struct completion handed;
@@ -130,8 +134,8 @@ static void tw_init(struct tw *t, struct mbufmux_pool *pool)
 static void test_fastpath(void)
 {
 	struct mbufmux_pool *pool = new_pool("t_fast", 4, 0, 0);
+	static struct tw t;
 	struct mbufmux_pool_stats st;
-	struct tw t;
 	void *a, *b;
 	int i;
 
@@ -234,8 +238,8 @@ static void test_limit_margin_reserve(void)
 static void test_reserve_behind_waiters(void)
 {
 	struct mbufmux_pool *pool = new_pool("t_reserve", 3, 1, 0);
+	static struct tw a, b, c;
 	struct mbufmux_pool_stats st;
-	struct tw a, b, c;
 	void *held[3];
 
 	if (!pool)
@@ -388,8 +392,8 @@ static void test_fifo(void)
 	struct mbufmux_pool *pool = new_pool("t_fifo", 1, 0, 0);
 	struct mbufmux_pool_stats st;
 	struct task_struct *task;
+	static struct tw late;
 	struct fifo_ctx *c;
-	struct tw late;
 	void *held;
 	int i, n;
 
@@ -482,7 +486,7 @@ static int cancel_pending_thread(void *arg)
 {
 	struct cancel_ctx *cc = arg;
 	struct mbufmux_pool *pool = cc->pool;
-	struct tw a, b;
+	static struct tw a, b;
 	void *held;
 
 	sched_set_fifo(current);
@@ -518,7 +522,7 @@ static void test_cancel(void)
 	struct cancel_ctx cc = { .pool = pool };
 	struct mbufmux_pool_stats st;
 	struct task_struct *task;
-	struct tw a;
+	static struct tw a;
 	void *held;
 
 	if (!pool)
@@ -557,8 +561,8 @@ static void test_cancel(void)
 static void test_raise_limit(void)
 {
 	struct mbufmux_pool *pool = new_pool("t_raise", 2, 0, 0);
+	static struct tw t[3];
 	struct mbufmux_pool_stats st;
-	struct tw t[3];
 	void *b[2];
 	int i;
 
