@@ -603,13 +603,11 @@ void mbufmux_cancel(struct mbufmux_waiter *w)
 	/*
 	 * Only a handoff queues the work, and only while @w is on the list:
 	 * once off it, nothing can queue it again, so cancelling is enough.
+	 * A handed-off buffer counts as a handoff, not a cancel, whether its
+	 * callback ran or not: every wait ends in exactly one of the two.
 	 */
-	if (cancel_work_sync(&w->work)) {
-		spin_lock_bh(&pool->wait_lock);
-		pool->cancels++;
+	if (cancel_work_sync(&w->work))
 		trace_mbufmux_cancel(pool->name, w, false);
-		spin_unlock_bh(&pool->wait_lock);
-	}
 	mbufmux_put(w);
 }
 EXPORT_SYMBOL_GPL(mbufmux_cancel);

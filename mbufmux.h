@@ -127,7 +127,8 @@ struct mbufmux_waiter {
  * @frees: buffers given back, those handed on included
  * @waits: requests queued on the wait list
  * @handoffs: buffers handed to a waiter
- * @cancels: waiters cancelled while queued or before their callback ran
+ * @cancels: waiters cancelled while queued; at rest, every wait ended in
+ *	a handoff or a cancel: @waits == @handoffs + @cancels
  * @waiters: waiters queued now
  * @waiters_peak: most waiters queued at once
  * @wait_ns_max: longest time a waiter was queued before its handoff
