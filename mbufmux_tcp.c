@@ -341,6 +341,13 @@ static void mbufmux_write_space(struct sock *sk)
 	ctx->sk_write_space(sk);
 }
 
+/* Does parking stop this direction (MBUFMUX_BLOCK may change meanwhile)? */
+static bool mbufmux_blocked(const struct mbufmux_sock *ctx, bool for_send)
+{
+	return mbufmux_parked(ctx) &&
+	       (for_send || READ_ONCE(ctx->block) == MBUFMUX_BLOCK_BOTH);
+}
+
 /*
  * Sleep until the socket's waiter is handed a buffer. Called with the
  * socket lock held; sk_wait_event() drops it while sleeping.
@@ -352,7 +359,7 @@ static int mbufmux_wait_unparked(struct sock *sk, struct mbufmux_sock *ctx,
 	int err = 0;
 
 	add_wait_queue(sk_sleep(sk), &wait);
-	while (mbufmux_parked(ctx)) {
+	while (mbufmux_blocked(ctx, for_send)) {
 		if (sk->sk_err) {
 			err = sock_error(sk);
 			break;
@@ -371,7 +378,8 @@ static int mbufmux_wait_unparked(struct sock *sk, struct mbufmux_sock *ctx,
 			err = sock_intr_errno(*timeo);
 			break;
 		}
-		sk_wait_event(sk, timeo, !mbufmux_parked(ctx) || sk->sk_err ||
+		sk_wait_event(sk, timeo, !mbufmux_blocked(ctx, for_send) ||
+			      sk->sk_err ||
 			      (sk->sk_shutdown & (for_send ? SEND_SHUTDOWN :
 						  RCV_SHUTDOWN)), &wait);
 	}
@@ -502,22 +510,33 @@ static __poll_t mbufmux_poll(struct file *file, struct socket *sock,
 	return mask;
 }
 
-/* shutdown(SHUT_WR): the staged bytes go before the FIN. */
+/*
+ * shutdown(SHUT_WR): the staged bytes go before the FIN. Nothing can be
+ * sent afterwards, so the socket gives its buffer back, or its place in
+ * the queue (a parked socket may read again). Called by inet_shutdown()
+ * under the socket lock; the waiter's callback does not take it, so the
+ * cancel may wait for the callback here.
+ */
 static void mbufmux_shutdown(struct sock *sk, int how)
 {
 	struct mbufmux_sock *ctx = mbufmux_sk_ctx(sk);
 	u8 shutdown = sk->sk_shutdown;
 
-	if ((how & SEND_SHUTDOWN) && mbufmux_staged(ctx)) {
-		/* inet_shutdown() marked the socket already; we hold its lock,
-		 * so no sender can slip in while the mark is lifted.
-		 */
-		WRITE_ONCE(sk->sk_shutdown, shutdown & ~SEND_SHUTDOWN);
-		mbufmux_push_all(sk, ctx);
-		WRITE_ONCE(sk->sk_shutdown, shutdown);
-		mbufmux_put(&ctx->waiter);
+	if (how & SEND_SHUTDOWN) {
+		if (mbufmux_staged(ctx)) {
+			/* inet_shutdown() marked the socket already; with its
+			 * lock held, no sender can slip in while it is lifted.
+			 */
+			WRITE_ONCE(sk->sk_shutdown, shutdown & ~SEND_SHUTDOWN);
+			mbufmux_push_all(sk, ctx);
+			WRITE_ONCE(sk->sk_shutdown, shutdown);
+		}
+		ctx->hold = false;
+		mbufmux_cancel(&ctx->waiter);
 	}
 	ctx->sk_proto->shutdown(sk, how);
+	if (how & SEND_SHUTDOWN)
+		mbufmux_wake(sk);
 }
 
 /* connect(AF_UNSPEC) would take the socket back to where it could listen. */
