@@ -10,7 +10,8 @@ CACHE		?= /var/cache/mbufmux
 SRCTREE		?= $(CACHE)/linux-source-6.12
 SRCTAR		:= /usr/src/linux-source-6.12.tar.xz
 
-.PHONY: all modules deps srctree selftests check run vm style build-all \
+.PHONY: all modules deps srctree selftests check check-debug run vm style \
+	build-all \
 	clean help
 
 all: modules
@@ -20,6 +21,7 @@ help:
 	@echo "make run        boot the test VM and run the demo (the main job)"
 	@echo "make check      build, boot the test VM, run every test (TAP)"
 	@echo "make vm         interactive shell in the test VM, modules loaded"
+	@echo "make check-debug  the tests and fault injection on a debug kernel"
 	@echo "make style      checkpatch --strict, sparse, kernel-doc"
 	@echo "make build-all  W=1 builds against the 6.12 and 6.1 headers"
 	@echo "make clean      remove build output"
@@ -45,8 +47,10 @@ $(SRCTAR):
 
 selftests: srctree
 	$(MAKE) -C selftests SRCTREE=$(SRCTREE)
-	$(CC) -O2 -Wall -Wextra -static -pthread -o selftests/mbufmux_demo \
-		selftests/mbufmux_demo.c
+	for p in mbufmux_demo mbufmux_fault; do \
+		$(CC) -O2 -Wall -Wextra -static -pthread -o selftests/$$p \
+			selftests/$$p.c || exit 1; \
+	done
 
 check: deps
 	$(MAKE) modules selftests
@@ -59,6 +63,12 @@ run: deps
 vm: deps
 	$(MAKE) modules selftests
 	scripts/vm.sh shell
+
+# The suite and fault injection on a debug kernel built from linux-source
+# (cached; about 25 min cold on 2 cores).
+check-debug: deps srctree
+	$(MAKE) modules selftests
+	scripts/check-debug.sh
 
 # checkpatch --strict, with the exceptions each kind of file needs:
 # LINUX_VERSION_CODE: one source builds against 6.1 and 6.12;
@@ -80,8 +90,7 @@ style: deps srctree
 	$(CHECKPATCH) --ignore PREFER_KERNEL_TYPES -f $(USER_SRC)
 	$(SRCTREE)/scripts/kernel-doc -none -Wall mbufmux.h mbufmux.c \
 		mbufmux_tcp.c uapi/mbufmux.h
-	$(MAKE) -s -C $(KDIR) M=$(CURDIR) clean
-	$(MAKE) -s -C $(KDIR) M=$(CURDIR) C=1 CHECK="sparse" modules \
+	$(MAKE) -s -C $(KDIR) M=$(CURDIR) C=2 CHECK="sparse" modules \
 		> build/sparse.log 2>&1 || (cat build/sparse.log; exit 1)
 	@if grep -Ei 'warning|error' build/sparse.log; then exit 1; fi
 	@echo "style: checkpatch --strict, kernel-doc and sparse are clean"
@@ -105,3 +114,4 @@ clean:
 	$(MAKE) -C $(KDIR) M=$(CURDIR) clean
 	-$(MAKE) -C selftests clean
 	rm -rf build
+

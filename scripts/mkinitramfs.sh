@@ -84,7 +84,7 @@ if [ -d "$src/selftests" ]; then
 		[ -f "$f" ] || continue
 		name=$(basename "$f")
 		case $name in
-		TESTS | settings | config) cp "$f" "$root/selftests/" ;;
+		TESTS | TESTS.* | settings | config) cp "$f" "$root/selftests/" ;;
 		*.ko | *.o | *.c | *.h | Makefile) ;;
 		*)
 			if [ -x "$f" ]; then

@@ -9,6 +9,8 @@
 #   mbufmux.script=/path                cmd mode: script to run
 #   mbufmux.cmd=<base64>                cmd mode: shell command to run
 #   mbufmux.timeout=<s>                 check mode: per-test timeout
+#   mbufmux.tests=<file>                check mode: the list in /selftests
+#                                       (default TESTS)
 #   mbufmux.<param>=<v>                 any other: module parameter for
 #   mbufmux_tcp.<param>=<v>             mbufmux.ko / mbufmux_tcp.ko
 #
@@ -51,6 +53,7 @@ for arg in $cmdline; do
 	mbufmux.script=*) script=${arg#*=} ;;
 	mbufmux.cmd=*) cmd=${arg#*=} ;;
 	mbufmux.timeout=*) timeout=${arg#*=} ;;
+	mbufmux.tests=*) export MBUFMUX_TESTS="${arg#*=}" ;;
 	mbufmux.*=*) params="$params ${arg#mbufmux.}" ;;
 	mbufmux_tcp.*=*) tcp_params="$tcp_params ${arg#mbufmux_tcp.}" ;;
 	esac

@@ -20,7 +20,7 @@
 set -eu
 
 dir=${MBUFMUX_SELFTESTS:-/selftests}
-list=$dir/TESTS
+list=$dir/${MBUFMUX_TESTS:-TESTS}
 ksft_skip=4
 
 timeout=300

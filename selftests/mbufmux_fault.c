@@ -1,0 +1,210 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * mbufmux_fault - a fail-nth sweep over the ULP's attach, send, release
+ * and close, for a kernel with CONFIG_FAULT_INJECTION.
+ *
+ * For each operation and each N in 1..MAX_NTH, the N-th fault site the
+ * operation reaches in this task fails (/proc/self/task/<tid>/fail-nth).
+ * Whatever fails, the kernel must not crash or leak, the operation must
+ * fail cleanly or succeed, and the socket must keep working: every byte
+ * that send() accepted reaches the peer, in order.
+ *
+ * Prints TAP; exit 0 if every check held, 1 otherwise, 4 without
+ * fail-nth.
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#define MAX_NTH		64
+#define KSFT_SKIP	4
+#define ARRAY_SIZE(a)	(sizeof(a) / sizeof((a)[0]))
+
+static int failnth_fd = -1;
+static int failures;
+
+static void fail_nth(int n)
+{
+	char buf[16];
+	int len = snprintf(buf, sizeof(buf), "%d", n);
+
+	if (pwrite(failnth_fd, buf, len, 0) != len) {
+		perror("fail-nth");
+		exit(1);
+	}
+}
+
+/* Did the fault fire? (fail-nth reads 0 once it has.) */
+static int fault_fired(void)
+{
+	char buf[16] = "";
+
+	if (pread(failnth_fd, buf, sizeof(buf) - 1, 0) < 0)
+		return 0;
+	fail_nth(0);
+	return atoi(buf) == 0;
+}
+
+static void pair(int *tx, int *rx)
+{
+	struct sockaddr_in a = { .sin_family = AF_INET };
+	socklen_t alen = sizeof(a);
+	int l;
+
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	l = socket(AF_INET, SOCK_STREAM, 0);
+	*tx = socket(AF_INET, SOCK_STREAM, 0);
+	if (l < 0 || *tx < 0 || bind(l, (void *)&a, sizeof(a)) ||
+	    listen(l, 1) || getsockname(l, (void *)&a, &alen) ||
+	    connect(*tx, (void *)&a, alen)) {
+		perror("connected socket");
+		exit(1);
+	}
+	*rx = accept(l, NULL, NULL);
+	if (*rx < 0) {
+		perror("accept");
+		exit(1);
+	}
+	close(l);
+}
+
+static int attach(int fd)
+{
+	return setsockopt(fd, IPPROTO_TCP, TCP_ULP, "mbufmux",
+			  sizeof("mbufmux"));
+}
+
+/* Read exactly @want bytes of the pattern starting at @from, or EOF. */
+static int drain_check(int rx, size_t from, size_t want)
+{
+	char buf[4096];
+	size_t got = 0;
+	ssize_t n, i;
+
+	while (got < want) {
+		struct pollfd p = { .fd = rx, .events = POLLIN };
+
+		if (poll(&p, 1, 10000) != 1)
+			return -1;
+		n = recv(rx, buf, sizeof(buf), 0);
+		if (n <= 0)
+			return -1;
+		for (i = 0; i < n; i++)
+			if (buf[i] != (char)(from + got + i))
+				return -1;
+		got += n;
+	}
+	return 0;
+}
+
+static void report(int ok, const char *op, int n, const char *what)
+{
+	if (!ok) {
+		failures++;
+		printf("# %s with fail-nth=%d: %s\n", op, n, what);
+	}
+}
+
+/* One round: a fault during @op, then the socket must still carry data. */
+static void round_once(const char *op, int n)
+{
+	char data[3000];
+	size_t sent = 0;
+	int tx, rx, attached, ok = 1;
+	const char *why = NULL;
+	ssize_t r;
+	size_t i;
+
+	for (i = 0; i < sizeof(data); i++)
+		data[i] = (char)i;
+	pair(&tx, &rx);
+
+	if (!strcmp(op, "attach"))
+		fail_nth(n);
+	attached = attach(tx) == 0;
+	if (!strcmp(op, "attach")) {
+		int err = errno, fired = fault_fired();
+
+		if (!attached && (!fired || err != ENOMEM)) {
+			ok = 0;
+			why = "attach failed, not with ENOMEM from the fault";
+		}
+	} else if (!attached) {
+		ok = 0;
+		why = "attach failed without a fault";
+	}
+
+	/* send with MSG_MORE (staged), then without (pushed and released). */
+	if (!strcmp(op, "send"))
+		fail_nth(n);
+	r = send(tx, data, 1000, MSG_MORE | MSG_DONTWAIT);
+	if (!strcmp(op, "send"))
+		fault_fired();
+	if (r > 0)
+		sent += r;
+	if (!strcmp(op, "release"))
+		fail_nth(n);
+	r = send(tx, data + sent, sizeof(data) - sent, MSG_DONTWAIT);
+	if (!strcmp(op, "release"))
+		fault_fired();
+	if (r > 0)
+		sent += r;
+
+	if (!strcmp(op, "close"))
+		fail_nth(n);
+	close(tx);
+	if (!strcmp(op, "close"))
+		fault_fired();
+
+	/* What send() accepted arrives, in order, then EOF. */
+	if (ok && drain_check(rx, 0, sent)) {
+		ok = 0;
+		why = "accepted bytes lost or reordered";
+	}
+	if (ok && recv(rx, data, 1, 0) != 0) {
+		ok = 0;
+		why = "no EOF after the data";
+	}
+	close(rx);
+	report(ok, op, n, why);
+}
+
+int main(void)
+{
+	static const char * const ops[] = { "attach", "send", "release",
+					    "close" };
+	char path[64];
+	unsigned int o;
+	int n;
+
+	snprintf(path, sizeof(path), "/proc/self/task/%ld/fail-nth",
+		 (long)syscall(SYS_gettid));
+	failnth_fd = open(path, O_RDWR);
+	if (failnth_fd < 0) {
+		printf("1..0 # SKIP no %s (CONFIG_FAULT_INJECTION)\n", path);
+		return KSFT_SKIP;
+	}
+
+	printf("TAP version 13\n");
+	printf("1..%zu\n", ARRAY_SIZE(ops));
+	for (o = 0; o < ARRAY_SIZE(ops); o++) {
+		int before = failures;
+
+		for (n = 1; n <= MAX_NTH; n++)
+			round_once(ops[o], n);
+		printf("%sok %u fail-nth 1..%d during %s\n",
+		       failures == before ? "" : "not ", o + 1, MAX_NTH,
+		       ops[o]);
+	}
+	return failures ? 1 : 0;
+}
