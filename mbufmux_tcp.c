@@ -294,7 +294,7 @@ static void mbufmux_push_all(struct sock *sk, struct mbufmux_sock *ctx)
 	err = mbufmux_push(sk, ctx);
 	WRITE_ONCE(sk->sk_sndbuf, sndbuf);
 	if (err)
-		net_warn_ratelimited("mbufmux: %u staged bytes lost on socket %lu: %d\n",
+		net_warn_ratelimited("%u staged bytes lost on socket %lu: %d\n",
 				     mbufmux_staged(ctx), sock_i_ino(sk), err);
 out:
 	ctx->hold = false;
