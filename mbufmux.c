@@ -242,12 +242,14 @@ static void *mbufmux_try_alloc(struct mbufmux_pool *pool, unsigned int margin,
 		 * because of it: let the retry work serve the list (this may
 		 * run under @wait_lock, so it cannot be served from here).
 		 */
+		rcu_read_lock();
 		atomic_dec(&pool->in_use);
 		/* As in mbufmux_uncharge(): decrement, then look for waiters */
 		smp_mb__after_atomic();
 		if (READ_ONCE(pool->nr_waiters))
 			mod_delayed_work(mbufmux_wq, &pool->retry_work,
 					 MBUFMUX_RETRY_DELAY);
+		rcu_read_unlock();
 		return NULL;
 	}
 	this_cpu_inc(pool->pcpu->allocs);
@@ -321,8 +323,8 @@ static void mbufmux_handoff_locked(struct mbufmux_pool *pool,
  * the reserve that the head may not); when every waiter leaves the reserve
  * (no explicit margins queued), the first that does not fit ends the walk.
  *
- * @spare, if not NULL, is a buffer coming back, still counted in @in_use:
- * it goes to the first waiter that may have it. @self is the waiter whose
+ * @spare, if not NULL, is a buffer coming back, still counted in @in_use
+ * and already zeroed: it goes to the first waiter that may have it. @self is the waiter whose
  * mbufmux_get() is serving, or NULL. Returns @spare if nobody took it.
  */
 static void *mbufmux_serve_locked(struct mbufmux_pool *pool, void *spare,
@@ -343,10 +345,9 @@ static void *mbufmux_serve_locked(struct mbufmux_pool *pool, void *spare,
 			if (margin < limit &&
 			    mbufmux_used(atomic_read(&pool->in_use)) - 1 <
 			    limit - margin) {
+				/* Zeroed by the caller, outside the lock. */
 				buf = spare;
 				spare = NULL;
-				/* Never carry one owner's bytes to the next. */
-				memset(buf, 0, pool->buf_size);
 				this_cpu_inc(pool->pcpu->frees);
 				this_cpu_inc(pool->pcpu->allocs);
 			}
@@ -363,7 +364,11 @@ static void *mbufmux_serve_locked(struct mbufmux_pool *pool, void *spare,
 			mbufmux_handoff_locked(pool, w, buf, w == self);
 			continue;
 		}
-		if (!pool->nr_explicit)
+		/* Nobody further can fit: all leave the reserve, or the
+		 * pool is full (no margin fits no room).
+		 */
+		if (!pool->nr_explicit ||
+		    mbufmux_used(atomic_read(&pool->in_use)) - !!spare >= limit)
 			break;
 	}
 	return spare;
@@ -440,6 +445,10 @@ EXPORT_SYMBOL_GPL(mbufmux_buf_alloc);
 void mbufmux_buf_free(struct mbufmux_pool *pool, void *buf)
 {
 	if (unlikely(READ_ONCE(pool->nr_waiters))) {
+		/* Likely handed on: never carry one owner's bytes to the
+		 * next, and keep the clearing out of the wait-list lock.
+		 */
+		memset(buf, 0, pool->buf_size);
 		spin_lock_bh(&pool->wait_lock);
 		buf = mbufmux_serve_locked(pool, buf, NULL);
 		spin_unlock_bh(&pool->wait_lock);
@@ -962,6 +971,10 @@ void mbufmux_pool_destroy(struct mbufmux_pool *pool)
 
 	left = atomic_sub_return(MBUFMUX_OWNER_BIAS, &pool->in_use);
 	if (!left) {
+		/* The last free may still be reading the pool: see
+		 * mbufmux_uncharge(); it does so under rcu_read_lock().
+		 */
+		synchronize_rcu();
 		mutex_lock(&mbufmux_pools_lock);
 		list_del(&pool->pools_node);
 		mutex_unlock(&mbufmux_pools_lock);
