@@ -24,6 +24,7 @@ help:
 	@echo "make check-debug  the tests and fault injection on a debug kernel"
 	@echo "make style      checkpatch --strict, sparse, kernel-doc"
 	@echo "make build-all  W=1 builds against the 6.12 and 6.1 headers"
+	@echo "make bench      benchmarks in the test VM (table, build/bench.json)"
 	@echo "make clean      remove build output"
 
 # Every Debian package the project needs (idempotent, quick when done).
@@ -113,5 +114,16 @@ build-all: deps
 clean:
 	$(MAKE) -C $(KDIR) M=$(CURDIR) clean
 	-$(MAKE) -C selftests clean
+	-$(MAKE) -C bench clean
+	rm -f selftests/mbufmux_demo selftests/mbufmux_fault
 	rm -rf build
 
+# Benchmarks (bench/README.md): the modules and bench/ulp_bench, then the
+# test VM runs bench/vm-bench.sh; prints a table, writes build/bench.json.
+# Emulated timings: only the ratios within one run mean anything. Not part
+# of `make check`.
+.PHONY: bench
+bench: deps
+	$(MAKE) modules
+	$(MAKE) -C bench
+	bench/run.sh

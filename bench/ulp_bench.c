@@ -1,0 +1,817 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * ulp_bench - the "mbufmux" TCP ULP against plain TCP over loopback.
+ *
+ *   ulp_bench stream [-s SECS] [-r REPS] [-f FLUSH] [-w SIZE] [-n FLOWS] [-m MODE]
+ *	Throughput of 1 and 16 flows, each a sender and a receiver thread:
+ *	64 KiB writes (plain on both), and 64-byte writes: plain send() on
+ *	TCP against send(MSG_MORE) under the ULP with a send without it every
+ *	FLUSH writes (the ULP also pushes every buffer-full); TCP with the
+ *	same MSG_MORE batching is measured too. The cells run in turn, REPS
+ *	times, so that noise hits them alike; each figure is the median.
+ *	-w, -n and -m run only the cells of that write size (65536 or 64),
+ *	flow count (1 or 16) or mode (tcp, ulp, tcp_more, null_floor), to
+ *	profile one; the others then report 0.
+ *
+ *   ulp_bench scale [-c CONNS] [-b BYTES] [-m MSGS] [-t | -u] [-T TIMEOUT]
+ *	CONNS connections at once, each writing BYTES in MSGS messages from
+ *	one epoll loop; every message is two writes, the first with
+ *	MSG_MORE, so that a connection holds a pool buffer across loop turns
+ *	and the pool's limit is reached. A second thread receives and checks
+ *	every byte. With the ULP (the default; -t for plain TCP) the pool
+ *	must never have more than its limit out, and every connection must
+ *	complete. Reports completion times and Jain's index of them. -u
+ *	attaches without CAP_NET_ADMIN (the sockets then leave the reserve).
+ *
+ * Prints a table on stderr and JSON members (no enclosing braces) on
+ * stdout, for bench/vm-bench.sh; bench/README.md describes them. Exits 1
+ * if a check failed, 2 on a setup error.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+
+#include <linux/capability.h>
+
+#include "mbufmux.h"
+
+#ifndef TCP_ULP
+#define TCP_ULP 31
+#endif
+
+#define ULP_NAME	"mbufmux"
+#define STATS_PATH	"/sys/kernel/debug/mbufmux/tcp/stats"
+#define MAX_FLOWS	64
+#define MAX_REPS	15
+
+static void die(const char *what)
+{
+	fprintf(stderr, "ulp_bench: %s: %s\n", what, strerror(errno));
+	exit(2);
+}
+
+static double now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+static double median(const double *v, int n)
+{
+	double s[MAX_REPS];
+
+	memcpy(s, v, n * sizeof(*v));
+	qsort(s, n, sizeof(*s), cmp_double);
+	return n % 2 ? s[n / 2] : (s[n / 2 - 1] + s[n / 2]) / 2;
+}
+
+/*
+ * The median of the ratios @a[r] / @b[r]: each pair ran in the same round,
+ * one after the other, so that slow drifts of the host's load cancel.
+ */
+static double paired_ratio(const double *a, const double *b, int n)
+{
+	double q[MAX_REPS];
+	int r;
+
+	for (r = 0; r < n; r++)
+		q[r] = b[r] > 0 ? a[r] / b[r] : 0;
+	return median(q, n);
+}
+
+/* Jain's fairness index: (sum x)^2 / (n * sum x^2), 1 when all are equal. */
+static double jain(const double *x, int n)
+{
+	double sum = 0, sq = 0;
+	int i;
+
+	for (i = 0; i < n; i++) {
+		sum += x[i];
+		sq += x[i] * x[i];
+	}
+	return sq > 0 ? sum * sum / (n * sq) : 0;
+}
+
+static int listener(void)
+{
+	struct sockaddr_in a = { .sin_family = AF_INET };
+	int fd, one = 1;
+
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	fd = socket(AF_INET, SOCK_STREAM, 0);
+	if (fd < 0)
+		die("socket");
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (bind(fd, (struct sockaddr *)&a, sizeof(a)) || listen(fd, 1024))
+		die("bind/listen");
+	return fd;
+}
+
+/* A connected pair: *@cli connects to @lfd, *@srv is the accepted end. */
+static void connect_pair(int lfd, int *cli, int *srv)
+{
+	struct sockaddr_in a;
+	socklen_t len = sizeof(a);
+
+	if (getsockname(lfd, (struct sockaddr *)&a, &len))
+		die("getsockname");
+	*cli = socket(AF_INET, SOCK_STREAM, 0);
+	if (*cli < 0)
+		die("socket");
+	if (connect(*cli, (struct sockaddr *)&a, sizeof(a)))
+		die("connect");
+	*srv = accept(lfd, NULL, NULL);
+	if (*srv < 0)
+		die("accept");
+}
+
+static int attach_ulp(int fd)
+{
+	return setsockopt(fd, IPPROTO_TCP, TCP_ULP, ULP_NAME, sizeof(ULP_NAME));
+}
+
+/*
+ * Leave CAP_NET_ADMIN out of the effective set: the ULP then gives the
+ * sockets the pool's default margin (they leave the reserve), as for an
+ * unprivileged program. With it, a socket's margin is 0 (explicit).
+ */
+static void drop_net_admin(void)
+{
+	struct __user_cap_header_struct h = {
+		.version = _LINUX_CAPABILITY_VERSION_3,
+	};
+	struct __user_cap_data_struct d[_LINUX_CAPABILITY_U32S_3];
+
+	if (syscall(SYS_capget, &h, d))
+		die("capget");
+	d[CAP_TO_INDEX(CAP_NET_ADMIN)].effective &= ~CAP_TO_MASK(CAP_NET_ADMIN);
+	if (syscall(SYS_capset, &h, d))
+		die("capset");
+}
+
+static void set_nonblock(int fd)
+{
+	if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK))
+		die("fcntl");
+}
+
+/* One value of the pool's debugfs stats, or -1. */
+static long long pool_stat(const char *name)
+{
+	char key[64];
+	long long v, found = -1;
+	FILE *f = fopen(STATS_PATH, "r");
+
+	if (!f)
+		return -1;
+	while (fscanf(f, "%63s %lld", key, &v) == 2)
+		if (!strcmp(key, name)) {
+			found = v;
+			break;
+		}
+	fclose(f);
+	return found;
+}
+
+/* stream */
+
+/*
+ * M_NULL: the same writes to /dev/null, no socket: the cost of the system
+ * call alone, a ceiling for any send path (small writes only).
+ */
+enum mode { M_TCP, M_ULP, M_TCP_MORE, M_NULL, M_NR };
+static const char * const mode_names[M_NR] = {
+	"tcp", "ulp", "tcp_more", "null_floor",
+};
+
+struct flow {
+	int cli, srv;		/* srv < 0: cli is /dev/null (M_NULL) */
+	uint64_t rx;		/* bytes received, read by the main thread */
+	size_t wsize;
+	int flush;		/* 0: plain writes; else MSG_MORE, flush every N */
+	int *stop;		/* read with __atomic_load_n() */
+	pthread_barrier_t *start;
+	int err;
+};
+
+static void *stream_sender(void *arg)
+{
+	struct flow *f = arg;
+	char *buf = malloc(f->wsize);
+	unsigned long n = 0;
+	ssize_t ret;
+	int flags;
+
+	if (!buf)
+		die("malloc");
+	memset(buf, 'x', f->wsize);
+	pthread_barrier_wait(f->start);
+	while (!__atomic_load_n(f->stop, __ATOMIC_RELAXED)) {
+		flags = MSG_NOSIGNAL;
+		if (f->flush && ++n % f->flush)
+			flags |= MSG_MORE;
+		if (f->srv < 0) {
+			ret = write(f->cli, buf, f->wsize);
+			if (ret > 0)
+				__atomic_add_fetch(&f->rx, ret, __ATOMIC_RELAXED);
+		} else {
+			ret = send(f->cli, buf, f->wsize, flags);
+		}
+		if (ret < 0 && errno != EINTR) {
+			f->err = errno;
+			break;
+		}
+	}
+	if (f->srv < 0) {
+		free(buf);
+		return NULL;
+	}
+	/* Pushes what MSG_MORE held, then the FIN: the receiver ends. */
+	shutdown(f->cli, SHUT_WR);
+	free(buf);
+	return NULL;
+}
+
+static void *stream_receiver(void *arg)
+{
+	struct flow *f = arg;
+	size_t size = 256 * 1024;
+	char *buf = malloc(size);
+	ssize_t ret;
+
+	if (!buf)
+		die("malloc");
+	pthread_barrier_wait(f->start);
+	for (;;) {
+		ret = recv(f->srv, buf, size, 0);
+		if (ret > 0)
+			__atomic_add_fetch(&f->rx, ret, __ATOMIC_RELAXED);
+		else if (!ret || errno != EINTR)
+			break;
+	}
+	free(buf);
+	return NULL;
+}
+
+/* Bytes per second received over @secs, after a short warm-up. */
+static double stream_run(enum mode m, size_t wsize, int flows, int flush,
+			 double secs)
+{
+	pthread_t tx[MAX_FLOWS], rx[MAX_FLOWS];
+	struct flow f[MAX_FLOWS];
+	pthread_barrier_t start;
+	int stop = 0;
+	uint64_t b0 = 0, b1 = 0;
+	double t0, t1;
+	int lfd, i;
+
+	memset(f, 0, sizeof(f));
+	lfd = listener();
+	pthread_barrier_init(&start, NULL, (m == M_NULL ? 1 : 2) * flows + 1);
+	for (i = 0; i < flows; i++) {
+		if (m == M_NULL) {
+			f[i].cli = open("/dev/null", O_WRONLY);
+			f[i].srv = -1;
+			if (f[i].cli < 0)
+				die("open /dev/null");
+		} else {
+			connect_pair(lfd, &f[i].cli, &f[i].srv);
+		}
+		if (m == M_ULP && attach_ulp(f[i].cli))
+			die("setsockopt(TCP_ULP, \"mbufmux\") (is mbufmux_tcp loaded?)");
+		f[i].wsize = wsize;
+		f[i].flush = m == M_TCP ? 0 : flush;
+		f[i].stop = &stop;
+		f[i].start = &start;
+		if (pthread_create(&tx[i], NULL, stream_sender, &f[i]) ||
+		    (m != M_NULL &&
+		     pthread_create(&rx[i], NULL, stream_receiver, &f[i])))
+			die("pthread_create");
+	}
+	pthread_barrier_wait(&start);
+	usleep(200000);
+	t0 = now();
+	for (i = 0; i < flows; i++)
+		b0 += __atomic_load_n(&f[i].rx, __ATOMIC_RELAXED);
+	usleep(secs * 1e6);
+	t1 = now();
+	for (i = 0; i < flows; i++)
+		b1 += __atomic_load_n(&f[i].rx, __ATOMIC_RELAXED);
+	__atomic_store_n(&stop, 1, __ATOMIC_RELAXED);
+	for (i = 0; i < flows; i++) {
+		pthread_join(tx[i], NULL);
+		if (m != M_NULL)
+			pthread_join(rx[i], NULL);
+		if (f[i].err)
+			fprintf(stderr, "ulp_bench: flow %d: send: %s\n", i,
+				strerror(f[i].err));
+		close(f[i].cli);
+		if (f[i].srv >= 0)
+			close(f[i].srv);
+	}
+	close(lfd);
+	pthread_barrier_destroy(&start);
+	return (b1 - b0) / (t1 - t0);
+}
+
+static int cmd_stream(int argc, char **argv)
+{
+	static const size_t sizes[2] = { 65536, 64 };
+	static const char * const size_names[2] = { "large", "small" };
+	static const int flow_counts[2] = { 1, 16 };
+	double v[2][2][M_NR][MAX_REPS], med[2][2][M_NR], ratio[2][2];
+	double secs = 1.5, key[2];
+	int reps = 3, flush = 256, only_size = 0, only_flows = 0;
+	const char *only_mode = NULL;
+	int opt, s, fl, m, r;
+
+	memset(v, 0, sizeof(v));
+	while ((opt = getopt(argc, argv, "s:r:f:w:n:m:")) != -1) {
+		switch (opt) {
+		case 's':
+			secs = atof(optarg);
+			break;
+		case 'r':
+			reps = atoi(optarg);
+			break;
+		case 'f':
+			flush = atoi(optarg);
+			break;
+		case 'w':
+			only_size = atoi(optarg);
+			break;
+		case 'n':
+			only_flows = atoi(optarg);
+			break;
+		case 'm':
+			only_mode = optarg;
+			break;
+		default:
+			return 2;
+		}
+	}
+	if (reps < 1 || reps > MAX_REPS || flush < 1 || secs <= 0) {
+		fprintf(stderr, "ulp_bench stream: bad -s, -r or -f\n");
+		return 2;
+	}
+
+	/* Interleaved: every cell once per round. */
+	for (r = 0; r < reps; r++)
+		for (s = 0; s < 2; s++)
+			for (fl = 0; fl < 2; fl++)
+				for (m = 0; m < M_NR; m++) {
+					if (s == 0 && m >= M_TCP_MORE)
+						continue;
+					if ((only_size && only_size != (int)sizes[s]) ||
+					    (only_flows && only_flows != flow_counts[fl]) ||
+					    (only_mode && strcmp(only_mode, mode_names[m])))
+						continue;
+					v[s][fl][m][r] = stream_run(m, sizes[s],
+								    flow_counts[fl],
+								    s ? flush : 0,
+								    secs);
+				}
+
+	printf("  \"ulp\": {\"secs\": %.2f, \"reps\": %d, \"small_flush_every\": %d,\n",
+	       secs, reps, flush);
+	for (s = 0; s < 2; s++) {
+		printf("    \"%s\": {\"write_size\": %zu", size_names[s], sizes[s]);
+		key[s] = 0;
+		for (fl = 0; fl < 2; fl++) {
+			printf(", \"%d\": {", flow_counts[fl]);
+			for (m = 0; m < M_NR; m++) {
+				if (s == 0 && m >= M_TCP_MORE)
+					continue;
+				med[s][fl][m] = median(v[s][fl][m], reps);
+				printf("\"%s\": {\"mbytes_per_sec\": %.2f, \"runs\": [",
+				       mode_names[m], med[s][fl][m] / 1e6);
+				for (r = 0; r < reps; r++)
+					printf("%s%.2f", r ? ", " : "",
+					       v[s][fl][m][r] / 1e6);
+				printf("]}, ");
+				fprintf(stderr,
+					"ulp %-5s %2d flow%s %-8s %9.2f MB/s  (runs:",
+					size_names[s], flow_counts[fl],
+					fl ? "s" : " ", mode_names[m],
+					med[s][fl][m] / 1e6);
+				for (r = 0; r < reps; r++)
+					fprintf(stderr, " %.2f", v[s][fl][m][r] / 1e6);
+				fprintf(stderr, ")\n");
+			}
+			ratio[s][fl] = paired_ratio(v[s][fl][M_ULP],
+						    v[s][fl][M_TCP], reps);
+			printf("\"ratio_ulp_vs_tcp\": %.3f", ratio[s][fl]);
+			if (s == 1) {
+				printf(", \"ratio_ulp_vs_tcp_more\": %.3f",
+				       paired_ratio(v[s][fl][M_ULP],
+						    v[s][fl][M_TCP_MORE], reps));
+				printf(", \"ratio_null_floor_vs_tcp\": %.3f",
+				       paired_ratio(v[s][fl][M_NULL],
+						    v[s][fl][M_TCP], reps));
+			}
+			printf("}");
+			if (!fl || ratio[s][fl] < key[s])
+				key[s] = ratio[s][fl];
+		}
+		printf("},\n");
+	}
+	printf("    \"key\": \"the lower ratio of 1 and 16 flows\"\n  },\n");
+	printf("  \"ulp_large_ratio\": %.3f,\n", key[0]);
+	printf("  \"ulp_small_ratio\": %.3f,\n", key[1]);
+	fprintf(stderr, "%-40s %.3f (1 flow %.3f, 16 flows %.3f)\n",
+		"ulp_large_ratio", key[0], ratio[0][0], ratio[0][1]);
+	fprintf(stderr, "%-40s %.3f (1 flow %.3f, 16 flows %.3f)\n",
+		"ulp_small_ratio", key[1], ratio[1][0], ratio[1][1]);
+	return 0;
+}
+
+/* scale */
+
+struct conn {
+	int cli, srv;
+	unsigned int sent;	/* bytes the sender got accepted */
+	unsigned int rcvd;	/* bytes received and checked */
+	unsigned int eagain;
+	double done;		/* when the last byte was accepted, s */
+	double rx_done;		/* when it was received */
+};
+
+struct scale {
+	struct conn *c;
+	int conns;
+	unsigned int bytes, half;
+	double t0, deadline;
+	int stop;		/* __atomic_load_n() / __atomic_store_n() */
+	int bad_bytes;
+	int rx_complete;
+	long long in_use_max, waiters_max;
+};
+
+/* The byte at @off of connection @i: checks that nothing crosses over. */
+static unsigned char pattern(int i, unsigned int off)
+{
+	return (unsigned char)(i * 131 + off * 7 + (off >> 8));
+}
+
+static void *scale_receiver(void *arg)
+{
+	struct scale *sc = arg;
+	struct epoll_event ev[256];
+	unsigned char buf[8192];
+	int ep, n, k, i;
+	unsigned int j;
+	ssize_t ret;
+
+	ep = epoll_create1(0);
+	if (ep < 0)
+		die("epoll_create1");
+	for (i = 0; i < sc->conns; i++) {
+		struct epoll_event e = { .events = EPOLLIN, .data.u32 = i };
+
+		if (epoll_ctl(ep, EPOLL_CTL_ADD, sc->c[i].srv, &e))
+			die("epoll_ctl");
+	}
+	while (sc->rx_complete < sc->conns && now() < sc->deadline &&
+	       !__atomic_load_n(&sc->stop, __ATOMIC_RELAXED)) {
+		n = epoll_wait(ep, ev, 256, 200);
+		for (k = 0; k < n; k++) {
+			struct conn *c = &sc->c[ev[k].data.u32];
+
+			i = ev[k].data.u32;
+			ret = recv(c->srv, buf, sizeof(buf), MSG_DONTWAIT);
+			if (ret <= 0) {
+				if (ret < 0 && errno == EAGAIN)
+					continue;
+				/* EOF or error before everything came. */
+				epoll_ctl(ep, EPOLL_CTL_DEL, c->srv, NULL);
+				continue;
+			}
+			for (j = 0; j < ret; j++)
+				if (buf[j] != pattern(i, c->rcvd + j))
+					sc->bad_bytes++;
+			c->rcvd += ret;
+			if (c->rcvd >= sc->bytes) {
+				c->rx_done = now() - sc->t0;
+				sc->rx_complete++;
+				epoll_ctl(ep, EPOLL_CTL_DEL, c->srv, NULL);
+			}
+		}
+	}
+	close(ep);
+	return NULL;
+}
+
+/* Samples the pool while the test runs: in_use must stay under the limit. */
+static void *scale_monitor(void *arg)
+{
+	struct scale *sc = arg;
+	long long v;
+
+	while (!__atomic_load_n(&sc->stop, __ATOMIC_RELAXED)) {
+		v = pool_stat("in_use");
+		if (v > sc->in_use_max)
+			sc->in_use_max = v;
+		v = pool_stat("waiters");
+		if (v > sc->waiters_max)
+			sc->waiters_max = v;
+		usleep(20000);
+	}
+	return NULL;
+}
+
+/* pthread_join() within @secs: 0, or ETIMEDOUT (the thread still runs). */
+static int timed_join(pthread_t t, double secs)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += (time_t)secs;
+	return pthread_timedjoin_np(t, NULL, &ts);
+}
+
+static int cmd_scale(int argc, char **argv)
+{
+	unsigned int bytes = 4096, msgs = 4;
+	int conns = 10000, use_ulp = 1, unpriv = 0, opt, i, k, n, ep, lfd;
+	int failed = 0;
+	long long limit = -1, peak = -1, peak0 = -1, allocs0 = -1;
+	long long handoffs0 = 0, waits0 = 0;
+	long long buf_size = -1, handoffs = -1, waits = -1, wait_ns_max = -1;
+	double timeout = 240, t_setup, t_end, t_rx_end = 0;
+	double *ct, ct_max = 0, ct_sum = 0, wait_sum = 0, wait_max = 0;
+	pthread_t rx_thread, mon_thread;
+	struct epoll_event ev[1024];
+	struct scale sc = {};
+	struct rlimit rl;
+	unsigned char *data;
+	int done = 0, eagain_conns = 0;
+	const char *name;
+
+	while ((opt = getopt(argc, argv, "c:b:m:tuT:")) != -1) {
+		switch (opt) {
+		case 'c':
+			conns = atoi(optarg);
+			break;
+		case 'b':
+			bytes = atoi(optarg);
+			break;
+		case 'm':
+			msgs = atoi(optarg);
+			break;
+		case 't':
+			use_ulp = 0;
+			break;
+		case 'u':
+			unpriv = 1;
+			break;
+		case 'T':
+			timeout = atof(optarg);
+			break;
+		default:
+			return 2;
+		}
+	}
+	if (conns < 1 || !msgs || bytes < 2 * msgs || bytes % (2 * msgs)) {
+		fprintf(stderr, "ulp_bench scale: need -c >= 1 and -b a multiple of 2 * -m\n");
+		return 2;
+	}
+	name = !use_ulp ? "scale_tcp" : unpriv ? "scale_unpriv" : "scale";
+
+	/* Two descriptors a connection, and some. */
+	rl.rlim_max = 2 * (rlim_t)conns + 64;
+	rl.rlim_cur = rl.rlim_max;
+	if (setrlimit(RLIMIT_NOFILE, &rl))
+		die("setrlimit(RLIMIT_NOFILE) (root, fs.nr_open)");
+
+	sc.c = calloc(conns, sizeof(*sc.c));
+	ct = calloc(conns, sizeof(*ct));
+	data = malloc(bytes);
+	if (!sc.c || !ct || !data)
+		die("calloc");
+	sc.conns = conns;
+	sc.bytes = bytes;
+	sc.half = bytes / msgs / 2;
+
+	if (use_ulp) {
+		limit = pool_stat("limit");
+		peak0 = pool_stat("peak");
+		allocs0 = pool_stat("allocs");
+		handoffs0 = pool_stat("handoffs");
+		waits0 = pool_stat("waits");
+		buf_size = pool_stat("buf_size");
+		if (limit < 0)
+			die("read " STATS_PATH " (mbufmux_tcp loaded, debugfs mounted?)");
+	}
+
+	if (unpriv)
+		drop_net_admin();
+	t_setup = now();
+	lfd = listener();
+	for (i = 0; i < conns; i++) {
+		connect_pair(lfd, &sc.c[i].cli, &sc.c[i].srv);
+		if (use_ulp && attach_ulp(sc.c[i].cli))
+			die("setsockopt(TCP_ULP, \"mbufmux\")");
+		set_nonblock(sc.c[i].cli);
+		set_nonblock(sc.c[i].srv);
+	}
+	close(lfd);
+	t_setup = now() - t_setup;
+
+	ep = epoll_create1(0);
+	if (ep < 0)
+		die("epoll_create1");
+	for (i = 0; i < conns; i++) {
+		struct epoll_event e = { .events = EPOLLOUT, .data.u32 = i };
+
+		if (epoll_ctl(ep, EPOLL_CTL_ADD, sc.c[i].cli, &e))
+			die("epoll_ctl");
+	}
+
+	sc.t0 = now();
+	sc.deadline = sc.t0 + timeout;
+	if (pthread_create(&rx_thread, NULL, scale_receiver, &sc) ||
+	    (use_ulp && pthread_create(&mon_thread, NULL, scale_monitor, &sc)))
+		die("pthread_create");
+
+	/* One write per ready connection per turn: buffers are held across turns. */
+	while (done < conns && now() < sc.deadline) {
+		n = epoll_wait(ep, ev, 1024, 200);
+		for (k = 0; k < n; k++) {
+			struct conn *c = &sc.c[ev[k].data.u32];
+			unsigned int off, len, j;
+			int flags = MSG_DONTWAIT | MSG_NOSIGNAL;
+			ssize_t ret;
+
+			i = ev[k].data.u32;
+			if (ev[k].events & (EPOLLERR | EPOLLHUP)) {
+				fprintf(stderr, "ulp_bench: connection %d: error\n", i);
+				epoll_ctl(ep, EPOLL_CTL_DEL, c->cli, NULL);
+				failed = 1;
+				done++;
+				continue;
+			}
+			/* The rest of this half; a first half is held for more. */
+			off = c->sent;
+			len = sc.half - off % sc.half;
+			if ((off / sc.half) % 2 == 0)
+				flags |= MSG_MORE;
+			for (j = 0; j < len; j++)
+				data[j] = pattern(i, off + j);
+			ret = send(c->cli, data, len, flags);
+			if (ret < 0) {
+				if (errno == EAGAIN) {
+					/* Parked: epoll reports it when a buffer is handed over. */
+					if (!c->eagain++)
+						eagain_conns++;
+					continue;
+				}
+				fprintf(stderr, "ulp_bench: connection %d: send: %s\n",
+					i, strerror(errno));
+				epoll_ctl(ep, EPOLL_CTL_DEL, c->cli, NULL);
+				failed = 1;
+				done++;
+				continue;
+			}
+			c->sent += ret;
+			if (c->sent == sc.bytes) {
+				c->done = now() - sc.t0;
+				epoll_ctl(ep, EPOLL_CTL_DEL, c->cli, NULL);
+				done++;
+			}
+		}
+	}
+	t_end = now() - sc.t0;
+	/* The receiver ends once everything came; give up after a while. */
+	if (timed_join(rx_thread, failed ? 1 : 30)) {
+		__atomic_store_n(&sc.stop, 1, __ATOMIC_RELAXED);
+		pthread_join(rx_thread, NULL);
+	}
+	__atomic_store_n(&sc.stop, 1, __ATOMIC_RELAXED);
+	if (use_ulp) {
+		pthread_join(mon_thread, NULL);
+		peak = pool_stat("peak");
+		handoffs = pool_stat("handoffs") - handoffs0;
+		waits = pool_stat("waits") - waits0;
+		wait_ns_max = pool_stat("wait_ns_max");
+	}
+
+	n = 0;
+	for (i = 0; i < conns; i++) {
+		struct conn *c = &sc.c[i];
+
+		if (c->sent == sc.bytes && c->rcvd == sc.bytes) {
+			ct[n++] = c->done;
+			ct_sum += c->done;
+			if (c->done > ct_max)
+				ct_max = c->done;
+			if (c->rx_done > t_rx_end)
+				t_rx_end = c->rx_done;
+		}
+		if (use_ulp) {
+			struct mbufmux_info info;
+			socklen_t len = sizeof(info);
+
+			if (!getsockopt(c->cli, SOL_MBUFMUX, MBUFMUX_INFO, &info,
+					&len)) {
+				wait_sum += info.wait_ns / 1e9;
+				if (info.wait_ns / 1e9 > wait_max)
+					wait_max = info.wait_ns / 1e9;
+			}
+		}
+	}
+	for (i = 0; i < conns; i++) {
+		close(sc.c[i].cli);
+		close(sc.c[i].srv);
+	}
+	close(ep);
+
+	if (n < conns || sc.bad_bytes)
+		failed = 1;
+	if (use_ulp && (peak > limit || sc.in_use_max > limit))
+		failed = 1;
+
+	fprintf(stdout,
+		"  \"%s\": {\"ulp\": %s, \"cap_net_admin\": %s, \"conns\": %d, \"bytes_per_conn\": %u, \"msgs_per_conn\": %u, \"writes_per_msg\": 2,\n",
+		name, use_ulp ? "true" : "false", unpriv ? "false" : "true",
+		conns, bytes, msgs);
+	fprintf(stdout,
+		"    \"completed\": %d, \"all_complete\": %s, \"bad_bytes\": %d, \"setup_secs\": %.2f, \"secs\": %.3f, \"rx_secs\": %.3f,\n",
+		n, n == conns ? "true" : "false", sc.bad_bytes, t_setup, t_end,
+		t_rx_end);
+	qsort(ct, n, sizeof(*ct), cmp_double);
+	fprintf(stdout,
+		"    \"completion_secs\": {\"p50\": %.3f, \"p99\": %.3f, \"max\": %.3f, \"mean\": %.3f}, \"completion_fairness_jain\": %.3f,\n",
+		n ? ct[n / 2] : 0, n ? ct[(int)(n * 0.99)] : 0, ct_max,
+		n ? ct_sum / n : 0, jain(ct, n));
+	if (use_ulp) {
+		fprintf(stdout,
+			"    \"conns_parked\": %d, \"parked_secs_mean\": %.3f, \"parked_secs_max\": %.3f,\n",
+			eagain_conns, wait_sum / conns, wait_max);
+		fprintf(stdout,
+			"    \"pool\": {\"limit\": %lld, \"peak\": %lld, \"peak_before\": %lld, \"allocs_before\": %lld, \"in_use_max_sampled\": %lld, \"waiters_max_sampled\": %lld, \"buf_size\": %lld, \"peak_bytes\": %lld, \"handoffs\": %lld, \"waits\": %lld, \"wait_ns_max_since_load\": %lld, \"peak_within_limit\": %s}\n",
+			limit, peak, peak0, allocs0, sc.in_use_max,
+			sc.waiters_max, buf_size, peak * buf_size, handoffs,
+			waits, wait_ns_max, peak <= limit ? "true" : "false");
+	} else {
+		printf("    \"conns_eagain\": %d\n", eagain_conns);
+	}
+	printf("  },\n");
+	if (use_ulp && !unpriv) {
+		printf("  \"scale_fairness_jain\": %.3f,\n", jain(ct, n));
+		printf("  \"scale_peak_in_use\": %lld,\n", peak);
+		printf("  \"scale_peak_bytes\": %lld,\n", peak * buf_size);
+	}
+
+	fprintf(stderr,
+		"%-10s %d conns x %u B (%u msgs): %d complete%s, %.2f s (setup %.2f s), completion p50 %.3f s max %.3f s, jain %.3f\n",
+		name, conns, bytes, msgs, n, sc.bad_bytes ? ", BAD BYTES" : "",
+		t_end, t_setup, n ? ct[n / 2] : 0, ct_max, jain(ct, n));
+	if (use_ulp)
+		fprintf(stderr,
+			"%-10s pool limit %lld: peak %lld (sampled in_use max %lld, waiters max %lld), %lld KiB at the peak, %lld handoffs, most parked per conn %.3f s\n",
+			name, limit, peak, sc.in_use_max, sc.waiters_max,
+			peak * buf_size / 1024, handoffs, wait_max);
+	if (failed)
+		fprintf(stderr, "ulp_bench %s: FAILED\n", name);
+	free(data);
+	free(ct);
+	free(sc.c);
+	return failed;
+}
+
+int main(int argc, char **argv)
+{
+	if (argc >= 2 && !strcmp(argv[1], "stream"))
+		return cmd_stream(argc - 1, argv + 1);
+	if (argc >= 2 && !strcmp(argv[1], "scale"))
+		return cmd_scale(argc - 1, argv + 1);
+	fprintf(stderr,
+		"usage: ulp_bench stream [-s SECS] [-r REPS] [-f FLUSH]\n"
+		"       ulp_bench scale [-c CONNS] [-b BYTES] [-m MSGS] [-t | -u] [-T TIMEOUT]\n");
+	return 2;
+}
