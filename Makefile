@@ -84,7 +84,12 @@ KERNEL_SRC	:= mbufmux.c mbufmux.h mbufmux_tcp.c uapi/mbufmux.h \
 USER_SRC	:= $(filter-out %.mod.c selftests/test_mbufmux.c %_kern.c, \
 		     $(wildcard selftests/*.c bench/*.c))
 
+# deps may install the headers KDIR points at: a sub-make sees them.
 style: deps srctree
+	@$(MAKE) --no-print-directory style-installed
+
+.PHONY: style-installed build-all-installed
+style-installed:
 	@mkdir -p build
 	$(CHECKPATCH) --ignore CONST_STRUCT,LINUX_VERSION_CODE -f $(KERNEL_SRC)
 	$(CHECKPATCH) --ignore OPEN_ENDED_LINE,PARENTHESIS_ALIGNMENT -f mbufmux_trace.h
@@ -99,6 +104,9 @@ style: deps srctree
 # W=1 against both kernels, in place; any warning fails. Ends with the
 # tree built against KDIR again.
 build-all: deps
+	@$(MAKE) --no-print-directory build-all-installed
+
+build-all-installed:
 	@mkdir -p build
 	@for k in $(KDIR_61) $(KDIR); do \
 		echo "== W=1 build against $$k"; \
