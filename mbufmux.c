@@ -889,10 +889,19 @@ struct mbufmux_pool *mbufmux_pool_create(const struct mbufmux_pool_params *param
 	INIT_DELAYED_WORK(&pool->retry_work, mbufmux_retry_work);
 	INIT_RCU_WORK(&pool->release_rwork, mbufmux_pool_release_work);
 
+	/*
+	 * The name first: a second cache of the same name would clash in
+	 * sysfs and debugfs. The lock is held until the pool is listed.
+	 */
+	mutex_lock(&mbufmux_pools_lock);
+	err = -EEXIST;
+	if (mbufmux_pool_find(pool->name))
+		goto err_unlock;
+
 	err = -ENOMEM;
 	pool->pcpu = alloc_percpu(struct mbufmux_pcpu_stats);
 	if (!pool->pcpu)
-		goto err_free_pool;
+		goto err_unlock;
 
 	snprintf(cache_name, sizeof(cache_name), "mbufmux_%s", pool->name);
 	pool->cache = kmem_cache_create_usercopy(cache_name, pool->buf_size, 0,
@@ -916,10 +925,6 @@ struct mbufmux_pool *mbufmux_pool_create(const struct mbufmux_pool_params *param
 		pool->stash[pool->stash_nr++] = buf;
 	}
 
-	mutex_lock(&mbufmux_pools_lock);
-	err = -EEXIST;
-	if (mbufmux_pool_find(pool->name))
-		goto err_unlock;
 	pool->debugfs = debugfs_create_dir(pool->name, mbufmux_debugfs_root);
 	debugfs_create_file("stats", 0444, pool->debugfs, pool,
 			    &mbufmux_stats_fops);
@@ -929,8 +934,6 @@ struct mbufmux_pool *mbufmux_pool_create(const struct mbufmux_pool_params *param
 	mutex_unlock(&mbufmux_pools_lock);
 	return pool;
 
-err_unlock:
-	mutex_unlock(&mbufmux_pools_lock);
 err_free_stash:
 	while (pool->stash_nr)
 		kmem_cache_free(pool->cache, pool->stash[--pool->stash_nr]);
@@ -938,7 +941,8 @@ err_free_stash:
 	kmem_cache_destroy(pool->cache);
 err_free_pcpu:
 	free_percpu(pool->pcpu);
-err_free_pool:
+err_unlock:
+	mutex_unlock(&mbufmux_pools_lock);
 	kfree(pool);
 	return ERR_PTR(err);
 }
