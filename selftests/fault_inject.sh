@@ -81,8 +81,9 @@ result $? "in-kernel API tests with failslab on the stress pool's cache" \
 nomem0=$(stat alloc_nomem)
 echo 1 >/sys/kernel/slab/mbufmux_tcp/failslab
 failslab 30
-/selftests/mbufmux_demo 16 4 128 | sed 's/^/# /'
+/selftests/mbufmux_demo 16 4 128 >/tmp/demo.out
 rc=$?
+sed 's/^/# /' /tmp/demo.out
 echo 0 >"$FS/probability"
 echo 0 >/sys/kernel/slab/mbufmux_tcp/failslab
 nomem=$(($(stat alloc_nomem) - nomem0))
@@ -92,8 +93,10 @@ echo "# $nomem allocations failed by failslab during the socket stress"
 result $? "socket stress with failslab on mbufmux_tcp: every byte arrives"
 
 # 3. fail-nth over attach, send, release and close.
-/selftests/mbufmux_fault | sed 's/^/# /'
-[ "$(stat in_use)" = 0 ] && [ "$(stat waiters)" = 0 ]
+/selftests/mbufmux_fault >/tmp/fault.out
+rc=$?
+sed 's/^/# /' /tmp/fault.out
+[ $rc -eq 0 ] && [ "$(stat in_use)" = 0 ] && [ "$(stat waiters)" = 0 ]
 result $? "fail-nth sweep over attach, send, release and close"
 
 # 4. A failed module init leaves nothing behind: mbufmux_tcp cannot create
