@@ -18,17 +18,7 @@ if [ ! -d "$FS" ] || [ ! -d /sys/kernel/slab ]; then
 	exit 4
 fi
 
-n=0
-failed=0
-result() {	# result <0|1> <name> [diagnostic]
-	n=$((n + 1))
-	if [ "$1" -eq 0 ]; then
-		echo "ok $n $2"
-	else
-		failed=$((failed + 1))
-		echo "not ok $n $2${3:+ # $3}"
-	fi
-}
+. "$(dirname "$0")/ktap.sh"
 stat() { sed -n "s/^$1 //p" "$DBG/tcp/stats"; }
 
 # failslab: only caches marked in /sys/kernel/slab/<cache>/failslab, and

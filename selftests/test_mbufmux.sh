@@ -14,17 +14,7 @@ TRACE=/sys/kernel/tracing
 [ -d "$DBG" ] || { echo "# mbufmux.ko is not loaded"; exit 4; }
 [ -f "$MOD" ] || { echo "# $MOD missing"; exit 4; }
 
-n=0
-failed=0
-result() {	# result <0|1> <name> [diagnostic]
-	n=$((n + 1))
-	if [ "$1" -eq 0 ]; then
-		echo "ok $n $2"
-	else
-		failed=$((failed + 1))
-		echo "not ok $n $2${3:+ # $3}"
-	fi
-}
+. "$(dirname "$0")/ktap.sh"
 
 echo "TAP version 13"
 echo "1..5"

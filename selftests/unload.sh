@@ -7,19 +7,7 @@
 # paths; under a kmemleak kernel, vm-init.sh scans after this.
 set -u
 
-n=0
-failed=0
-check() {	# check <name> <command...>
-	name=$1
-	shift
-	n=$((n + 1))
-	if "$@"; then
-		echo "ok $n $name"
-	else
-		failed=$((failed + 1))
-		echo "not ok $n $name"
-	fi
-}
+. "$(dirname "$0")/ktap.sh"
 absent() { ! grep -q "^$1 " /proc/modules; }
 gone() { [ ! -e "$1" ]; }
 
