@@ -87,7 +87,7 @@ static int param_set(const char *name, unsigned int v)
 	return fclose(f) || ret ? -1 : 0;
 }
 
-static volatile int running = 1;
+static int running = 1;	/* __atomic: the monitor reads it */
 static long sampled_peak;
 
 /* Samples in_use while the flows run. */
@@ -96,7 +96,7 @@ static void *monitor(void *arg)
 	long v;
 
 	(void)arg;
-	while (running) {
+	while (__atomic_load_n(&running, __ATOMIC_RELAXED)) {
 		v = stat_get("in_use");
 		if (v > sampled_peak)
 			sampled_peak = v;
@@ -222,7 +222,7 @@ int main(int argc, char **argv)
 	pthread_create(&mon, NULL, monitor, NULL);
 	for (i = 0; i < 2 * conns; i++)
 		pthread_join(th[i], NULL);
-	running = 0;
+	__atomic_store_n(&running, 0, __ATOMIC_RELAXED);
 	pthread_join(mon, NULL);
 	peak = peak0 <= bufs ? stat_get("peak") : sampled_peak;
 
