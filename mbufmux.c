@@ -829,7 +829,7 @@ static void mbufmux_pool_free(struct mbufmux_pool *pool)
 {
 	while (pool->stash_nr)
 		kmem_cache_free(pool->cache, pool->stash[--pool->stash_nr]);
-	kfree(pool->stash);
+	kvfree(pool->stash);
 	kmem_cache_destroy(pool->cache);
 	free_percpu(pool->pcpu);
 	kfree(pool);
@@ -910,15 +910,20 @@ struct mbufmux_pool *mbufmux_pool_create(const struct mbufmux_pool_params *param
 	if (!pool->cache)
 		goto err_free_pcpu;
 
+	/*
+	 * The limit allows millions of buffers: a large request must fail
+	 * with -ENOMEM, not warn in the page allocator or wake the OOM killer.
+	 */
 	if (params->prealloc) {
-		pool->stash = kcalloc(params->prealloc, sizeof(void *),
-				      GFP_KERNEL);
+		pool->stash = kvcalloc(params->prealloc, sizeof(void *),
+				       GFP_KERNEL);
 		if (!pool->stash)
 			goto err_free_stash;
 	}
 	pool->stash_min = params->prealloc;
 	while (pool->stash_nr < pool->stash_min) {
-		void *buf = kmem_cache_alloc(pool->cache, GFP_KERNEL);
+		void *buf = kmem_cache_alloc(pool->cache, GFP_KERNEL |
+					     __GFP_NORETRY | __GFP_NOWARN);
 
 		if (!buf)
 			goto err_free_stash;
@@ -937,7 +942,7 @@ struct mbufmux_pool *mbufmux_pool_create(const struct mbufmux_pool_params *param
 err_free_stash:
 	while (pool->stash_nr)
 		kmem_cache_free(pool->cache, pool->stash[--pool->stash_nr]);
-	kfree(pool->stash);
+	kvfree(pool->stash);
 	kmem_cache_destroy(pool->cache);
 err_free_pcpu:
 	free_percpu(pool->pcpu);
