@@ -825,8 +825,12 @@ static struct mbufmux_pool *mbufmux_pool_find(const char *name)
 	return NULL;
 }
 
+/* Unlist and free an idle pool. */
 static void mbufmux_pool_free(struct mbufmux_pool *pool)
 {
+	mutex_lock(&mbufmux_pools_lock);
+	list_del(&pool->pools_node);
+	mutex_unlock(&mbufmux_pools_lock);
 	while (pool->stash_nr)
 		kmem_cache_free(pool->cache, pool->stash[--pool->stash_nr]);
 	kvfree(pool->stash);
@@ -841,9 +845,6 @@ static void mbufmux_pool_release_work(struct work_struct *work)
 						 struct mbufmux_pool,
 						 release_rwork);
 
-	mutex_lock(&mbufmux_pools_lock);
-	list_del(&pool->pools_node);
-	mutex_unlock(&mbufmux_pools_lock);
 	pr_info("pool %s: last buffer back, released\n", pool->name);
 	mbufmux_pool_free(pool);
 }
@@ -984,9 +985,6 @@ void mbufmux_pool_destroy(struct mbufmux_pool *pool)
 		 * mbufmux_uncharge(); it does so under rcu_read_lock().
 		 */
 		synchronize_rcu();
-		mutex_lock(&mbufmux_pools_lock);
-		list_del(&pool->pools_node);
-		mutex_unlock(&mbufmux_pools_lock);
 		mbufmux_pool_free(pool);
 		return;
 	}
