@@ -86,6 +86,8 @@ struct mbufmux_pool {
 	u64 waits;
 	u64 handoffs;
 	u64 cancels;
+	u64 recharges;
+	u64 recharge_fail;
 	u64 wait_ns_max;
 	u64 wait_hist[MBUFMUX_WAIT_HIST_BUCKETS];
 
@@ -317,6 +319,39 @@ static void mbufmux_handoff_locked(struct mbufmux_pool *pool,
 }
 
 /*
+ * The buffer coming back, for @w: if @w wants its buffers charged to its
+ * own memory cgroup and @spare may be charged to another one (@spare_memcg
+ * is the cgroup of the context that gave it back, NULL if unknown), a fresh
+ * buffer is allocated in @w's cgroup and the slot, not the memory, is
+ * handed on. If that allocation fails, @spare itself goes: the waiter is
+ * served, and the charge stays where it was (counted in @recharge_fail).
+ */
+static void *mbufmux_recharge_locked(struct mbufmux_pool *pool,
+				     struct mbufmux_waiter *w, void *spare,
+				     struct mem_cgroup *spare_memcg)
+{
+	struct mem_cgroup *old_memcg;
+	void *buf;
+
+	lockdep_assert_held(&pool->wait_lock);
+	if (!w->memcg || w->memcg == spare_memcg)
+		return spare;
+
+	/* Not from the stash: that is for when the slab fails, not this. */
+	old_memcg = set_active_memcg(w->memcg);
+	buf = kmem_cache_alloc(pool->cache,
+			       GFP_NOWAIT | __GFP_NOWARN | __GFP_ZERO);
+	set_active_memcg(old_memcg);
+	if (unlikely(!buf)) {
+		pool->recharge_fail++;
+		return spare;
+	}
+	pool->recharges++;
+	mbufmux_mem_free(pool, spare);
+	return buf;
+}
+
+/*
  * Serve the wait list in order: each waiter the limit has room for, given
  * its margin, is handed a buffer. A waiter that does not fit is skipped
  * only for a later one with a smaller margin (a critical request may take
@@ -324,10 +359,12 @@ static void mbufmux_handoff_locked(struct mbufmux_pool *pool,
  * (no explicit margins queued), the first that does not fit ends the walk.
  *
  * @spare, if not NULL, is a buffer coming back, still counted in @in_use
- * and already zeroed: it goes to the first waiter that may have it. @self is the waiter whose
+ * and already zeroed, from a context charged to @spare_memcg: it goes to
+ * the first waiter that may have it. @self is the waiter whose
  * mbufmux_get() is serving, or NULL. Returns @spare if nobody took it.
  */
 static void *mbufmux_serve_locked(struct mbufmux_pool *pool, void *spare,
+				  struct mem_cgroup *spare_memcg,
 				  struct mbufmux_waiter *self)
 {
 	struct mbufmux_waiter *w, *next;
@@ -346,7 +383,8 @@ static void *mbufmux_serve_locked(struct mbufmux_pool *pool, void *spare,
 			    mbufmux_used(atomic_read(&pool->in_use)) - 1 <
 			    limit - margin) {
 				/* Zeroed by the caller, outside the lock. */
-				buf = spare;
+				buf = mbufmux_recharge_locked(pool, w, spare,
+							      spare_memcg);
 				spare = NULL;
 				this_cpu_inc(pool->pcpu->frees);
 				this_cpu_inc(pool->pcpu->allocs);
@@ -388,7 +426,7 @@ static void mbufmux_release_buf(struct mbufmux_pool *pool, void *buf)
 static void mbufmux_serve(struct mbufmux_pool *pool)
 {
 	spin_lock_bh(&pool->wait_lock);
-	mbufmux_serve_locked(pool, NULL, NULL);
+	mbufmux_serve_locked(pool, NULL, NULL, NULL);
 	spin_unlock_bh(&pool->wait_lock);
 }
 
@@ -399,6 +437,24 @@ static void mbufmux_retry_work(struct work_struct *work)
 						 retry_work);
 
 	mbufmux_serve(pool);
+}
+
+/* @memcg: the cgroup @buf is charged to, NULL if unknown */
+static void __mbufmux_buf_free(struct mbufmux_pool *pool, void *buf,
+			       struct mem_cgroup *memcg)
+{
+	if (unlikely(READ_ONCE(pool->nr_waiters))) {
+		/* Likely handed on: never carry one owner's bytes to the
+		 * next, and keep the clearing out of the wait-list lock.
+		 */
+		memset(buf, 0, pool->buf_size);
+		spin_lock_bh(&pool->wait_lock);
+		buf = mbufmux_serve_locked(pool, buf, memcg, NULL);
+		spin_unlock_bh(&pool->wait_lock);
+		if (!buf)
+			return;
+	}
+	mbufmux_release_buf(pool, buf);
 }
 
 /**
@@ -444,18 +500,7 @@ EXPORT_SYMBOL_GPL(mbufmux_buf_alloc);
  */
 void mbufmux_buf_free(struct mbufmux_pool *pool, void *buf)
 {
-	if (unlikely(READ_ONCE(pool->nr_waiters))) {
-		/* Likely handed on: never carry one owner's bytes to the
-		 * next, and keep the clearing out of the wait-list lock.
-		 */
-		memset(buf, 0, pool->buf_size);
-		spin_lock_bh(&pool->wait_lock);
-		buf = mbufmux_serve_locked(pool, buf, NULL);
-		spin_unlock_bh(&pool->wait_lock);
-		if (!buf)
-			return;
-	}
-	mbufmux_release_buf(pool, buf);
+	__mbufmux_buf_free(pool, buf, NULL);
 }
 EXPORT_SYMBOL_GPL(mbufmux_buf_free);
 
@@ -542,7 +587,7 @@ void *mbufmux_get(struct mbufmux_waiter *w, unsigned int margin)
 	 * the list as a free would: we are served if our turn has come.
 	 */
 	smp_mb();
-	mbufmux_serve_locked(pool, NULL, w);
+	mbufmux_serve_locked(pool, NULL, NULL, w);
 	if (!w->queued) {
 		buf = w->buf;
 		spin_unlock_bh(&pool->wait_lock);
@@ -575,7 +620,8 @@ void mbufmux_put(struct mbufmux_waiter *w)
 
 	if (buf) {
 		WRITE_ONCE(w->buf, NULL);
-		mbufmux_buf_free(w->pool, buf);
+		/* Allocated, or recharged, in @w->memcg if it is set. */
+		__mbufmux_buf_free(w->pool, buf, w->memcg);
 	}
 }
 EXPORT_SYMBOL_GPL(mbufmux_put);
@@ -644,7 +690,7 @@ int mbufmux_pool_set_limits(struct mbufmux_pool *pool, unsigned int limit,
 	spin_lock_bh(&pool->wait_lock);
 	WRITE_ONCE(pool->limit, limit);
 	WRITE_ONCE(pool->reserve, reserve);
-	mbufmux_serve_locked(pool, NULL, NULL);
+	mbufmux_serve_locked(pool, NULL, NULL, NULL);
 	spin_unlock_bh(&pool->wait_lock);
 	return 0;
 }
@@ -699,6 +745,8 @@ void mbufmux_pool_get_stats(struct mbufmux_pool *pool,
 	st->waits = pool->waits;
 	st->handoffs = pool->handoffs;
 	st->cancels = pool->cancels;
+	st->recharges = pool->recharges;
+	st->recharge_fail = pool->recharge_fail;
 	st->waiters = pool->nr_waiters;
 	st->waiters_peak = pool->waiters_peak;
 	st->wait_ns_max = pool->wait_ns_max;
@@ -706,6 +754,24 @@ void mbufmux_pool_get_stats(struct mbufmux_pool *pool,
 	spin_unlock_bh(&pool->wait_lock);
 }
 EXPORT_SYMBOL_GPL(mbufmux_pool_get_stats);
+
+/**
+ * mbufmux_pool_debugfs_dir() - the pool's debugfs directory
+ * @pool: the pool
+ *
+ * A consumer may add its own read-only files there; it removes them
+ * itself (debugfs_remove()) before it destroys the pool, as their data
+ * and show functions are its own.
+ *
+ * Context: any.
+ * Return: the directory (mbufmux/<name>), or an error pointer if debugfs
+ * is not available: debugfs_create_file() accepts either.
+ */
+struct dentry *mbufmux_pool_debugfs_dir(struct mbufmux_pool *pool)
+{
+	return pool->debugfs;
+}
+EXPORT_SYMBOL_GPL(mbufmux_pool_debugfs_dir);
 
 /**
  * mbufmux_pool_inject_slab_failures() - make the next slab allocations fail
@@ -747,6 +813,8 @@ static int mbufmux_stats_show(struct seq_file *m, void *v)
 	seq_printf(m, "waits %llu\n", st.waits);
 	seq_printf(m, "handoffs %llu\n", st.handoffs);
 	seq_printf(m, "cancels %llu\n", st.cancels);
+	seq_printf(m, "recharges %llu\n", st.recharges);
+	seq_printf(m, "recharge_fail %llu\n", st.recharge_fail);
 	seq_printf(m, "waiters %llu\n", st.waiters);
 	seq_printf(m, "waiters_peak %llu\n", st.waiters_peak);
 	seq_printf(m, "wait_ns_max %llu\n", st.wait_ns_max);

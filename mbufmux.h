@@ -21,6 +21,7 @@
 #include <linux/types.h>
 #include <linux/workqueue.h>
 
+struct dentry;
 struct mbufmux_pool;
 struct mbufmux_waiter;
 struct mem_cgroup;
@@ -129,6 +130,11 @@ struct mbufmux_waiter {
  * @handoffs: buffers handed to a waiter
  * @cancels: waiters cancelled while queued; at rest, every wait ended in
  *	a handoff or a cancel: @waits == @handoffs + @cancels
+ * @recharges: handoffs to a waiter with its own memory cgroup that were
+ *	given a fresh buffer charged to that cgroup, the returning one being
+ *	freed (only the slot is handed on)
+ * @recharge_fail: such handoffs where the fresh allocation failed: the
+ *	returning buffer went on, still charged to its first cgroup
  * @waiters: waiters queued now
  * @waiters_peak: most waiters queued at once
  * @wait_ns_max: longest time a waiter was queued before its handoff
@@ -148,6 +154,8 @@ struct mbufmux_pool_stats {
 	u64 waits;
 	u64 handoffs;
 	u64 cancels;
+	u64 recharges;
+	u64 recharge_fail;
 	u64 waiters;
 	u64 waiters_peak;
 	u64 wait_ns_max;
@@ -159,6 +167,7 @@ void mbufmux_pool_destroy(struct mbufmux_pool *pool);
 int mbufmux_pool_set_limits(struct mbufmux_pool *pool, unsigned int limit,
 			    unsigned int reserve);
 unsigned int mbufmux_pool_buf_size(const struct mbufmux_pool *pool);
+struct dentry *mbufmux_pool_debugfs_dir(struct mbufmux_pool *pool);
 void mbufmux_pool_get_stats(struct mbufmux_pool *pool,
 			    struct mbufmux_pool_stats *stats);
 
