@@ -79,10 +79,12 @@ check-debug: deps srctree
 # PREFER_KERNEL_TYPES: userspace programs use <stdint.h>.
 CHECKPATCH	:= $(SRCTREE)/scripts/checkpatch.pl --strict --no-tree --quiet \
 		   --ignore SPDX_LICENSE_TAG,FILE_PATH_CHANGES
+# The test modules are selftests/test_*.c; the rest there is userspace.
 KERNEL_SRC	:= mbufmux.c mbufmux.h mbufmux_tcp.c uapi/mbufmux.h \
-		   selftests/test_mbufmux.c $(wildcard bench/*_kern.c)
-USER_SRC	:= $(filter-out %.mod.c selftests/test_mbufmux.c %_kern.c, \
-		     $(wildcard selftests/*.c bench/*.c))
+		   $(filter-out %.mod.c, $(wildcard selftests/test_*.c)) \
+		   $(wildcard bench/*_kern.c)
+USER_SRC	:= $(filter-out %.mod.c selftests/test_%.c %_kern.c, \
+		     $(wildcard selftests/*.c selftests/*.h bench/*.c))
 
 # deps may install the headers KDIR points at: a sub-make sees them.
 style: deps srctree

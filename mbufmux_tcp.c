@@ -19,17 +19,28 @@
  * ones fail with EAGAIN. When a buffer is handed to it, the waiter's
  * callback wakes its poll waiters and poll recomputes the real readiness.
  *
+ * Per-user cap. Sockets of one user (the socket's owner, sk_uid) hold at
+ * most user_limit buffers or places in the pool's queue at once; the next
+ * one parks on the user's own FIFO, in front of the pool, exactly as if it
+ * were parked on the pool, until one of the user's sockets gives its
+ * buffer back. Sockets attached with CAP_NET_ADMIN (those allowed the
+ * reserve) are exempt.
+ *
  * This module knows sockets and uses only the exported API of mbufmux.ko,
  * as any other consumer would.
  *
  * Locking: the staged bytes and the buffer they live in belong to the
- * socket lock (lock_sock). The waiter's callback takes no socket lock, so
+ * socket lock (lock_sock); the per-user counts and FIFOs to
+ * mbufmux_users_lock. The waiter's callback takes no socket lock, so
  * the close path may cancel it at any point; the tx work takes the socket
  * lock, so it is disabled only after the lock is released.
  */
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
 #include <linux/capability.h>
+#include <linux/debugfs.h>
+#include <linux/hashtable.h>
+#include <linux/ktime.h>
 #include <linux/module.h>
 #include <linux/moduleparam.h>
 #include <linux/mutex.h>
@@ -39,6 +50,7 @@
 #include <linux/sched/signal.h>
 #include <linux/seq_file.h>
 #include <linux/slab.h>
+#include <linux/spinlock.h>
 #include <linux/uio.h>
 #include <linux/version.h>
 #include <linux/workqueue.h>
@@ -82,6 +94,8 @@ static unsigned int limit = MBUFMUX_TCP_LIMIT_DEFAULT;
 static unsigned int reserve;
 static struct mbufmux_pool *tcp_pool;
 
+static void mbufmux_users_grant_all(void);
+
 /*
  * limit and reserve are checked against each other and applied to the
  * pool at once; kernel_param_lock serialises their writers.
@@ -99,6 +113,8 @@ static int mbufmux_tcp_set_limits(unsigned int new_limit,
 		return err;
 	WRITE_ONCE(limit, new_limit);
 	WRITE_ONCE(reserve, new_reserve);
+	/* The automatic per-user cap follows them. */
+	mbufmux_users_grant_all();
 	return 0;
 }
 
@@ -148,9 +164,18 @@ MODULE_PARM_DESC(reserve, "buffers only CAP_NET_ADMIN sockets may take (below li
  * @head: first staged byte in the buffer (under the socket lock)
  * @tail: end of the staged bytes (under the socket lock)
  * @margin: the pool margin of this socket's requests
+ * @user: the owner's share of the pool, or NULL if the socket is exempt
+ * @user_node: on @user's FIFO while parked by the cap (mbufmux_users_lock)
  * @block: enum mbufmux_block
  * @hold: the last send had MSG_MORE: keep the staged bytes for more
  * @closing: the socket is being closed; the tx work does nothing
+ * @user_slot: counts against @user's cap: the socket holds a buffer or a
+ *	place in the pool's queue, or was granted the right to take one
+ *	(set under mbufmux_users_lock; cleared by the socket itself)
+ * @user_parked: on @user's FIFO (under mbufmux_users_lock)
+ * @user_parked_ns: when the socket was parked on @user's FIFO
+ * @user_waits: times it was parked there (added to MBUFMUX_INFO's @waits)
+ * @user_wait_ns: time it spent there until a slot was granted
  * @rcu: frees the context after the readers of icsk_ulp_data
  */
 struct mbufmux_sock {
@@ -162,9 +187,16 @@ struct mbufmux_sock {
 	unsigned int head;
 	unsigned int tail;
 	unsigned int margin;
+	struct mbufmux_user *user;
+	struct list_head user_node;
 	u8 block;
 	bool hold;
 	bool closing;
+	bool user_slot;
+	bool user_parked;
+	u64 user_parked_ns;
+	u64 user_waits;
+	u64 user_wait_ns;
 	struct rcu_head rcu;
 };
 
@@ -185,9 +217,11 @@ static struct mbufmux_sock *mbufmux_sk_ctx(const struct sock *sk)
 		rcu_dereference_protected(inet_csk(sk)->icsk_ulp_data, 1);
 }
 
+/* Waiting for a buffer: on the pool's queue, or on the user's. */
 static bool mbufmux_parked(const struct mbufmux_sock *ctx)
 {
-	return mbufmux_waiter_queued(&ctx->waiter);
+	return mbufmux_waiter_queued(&ctx->waiter) ||
+	       READ_ONCE(ctx->user_parked);
 }
 
 static unsigned int mbufmux_staged(const struct mbufmux_sock *ctx)
@@ -208,6 +242,226 @@ static void mbufmux_wake(struct sock *sk)
 					   EPOLLWRBAND);
 	rcu_read_unlock();
 }
+
+/* Per-user cap */
+
+/**
+ * struct mbufmux_user - one user's share of the pool
+ * @node: in mbufmux_users, hashed by @uid
+ * @uid: the sockets' owner
+ * @socks: attached sockets of this user that the cap applies to
+ * @held: of those, the sockets counted against the cap (@user_slot)
+ * @nr_parked: sockets on @parked
+ * @parked: sockets waiting for one of the user's slots, oldest first
+ *
+ * Everything here is under mbufmux_users_lock.
+ */
+struct mbufmux_user {
+	struct hlist_node node;
+	kuid_t uid;
+	unsigned int socks;
+	unsigned int held;
+	unsigned int nr_parked;
+	struct list_head parked;
+};
+
+static unsigned int user_limit;
+static DEFINE_HASHTABLE(mbufmux_users, 6);
+/* Protects mbufmux_users, each mbufmux_user and the sockets' user fields. */
+static DEFINE_SPINLOCK(mbufmux_users_lock);
+static struct dentry *mbufmux_users_file;
+
+/* The cap: user_limit, or by default half of what the reserve leaves. */
+static unsigned int mbufmux_user_cap(void)
+{
+	unsigned int cap = READ_ONCE(user_limit);
+
+	if (cap)
+		return cap;
+	return max(1U, (READ_ONCE(limit) - READ_ONCE(reserve)) / 2);
+}
+
+/* Give the free slots of @user to its parked sockets, oldest first. */
+static void mbufmux_user_grant_locked(struct mbufmux_user *user)
+{
+	unsigned int cap = mbufmux_user_cap();
+	struct mbufmux_sock *ctx;
+
+	lockdep_assert_held(&mbufmux_users_lock);
+	while (user->held < cap && !list_empty(&user->parked)) {
+		ctx = list_first_entry(&user->parked, struct mbufmux_sock,
+				       user_node);
+		list_del_init(&ctx->user_node);
+		user->nr_parked--;
+		user->held++;
+		WRITE_ONCE(ctx->user_wait_ns, ctx->user_wait_ns +
+			   ktime_get_ns() - ctx->user_parked_ns);
+		WRITE_ONCE(ctx->user_slot, true);
+		WRITE_ONCE(ctx->user_parked, false);
+		/* Still attached: close takes it off the FIFO first. */
+		mbufmux_wake(ctx->sk);
+	}
+}
+
+/* The cap may have grown (user_limit, limit or reserve changed). */
+static void mbufmux_users_grant_all(void)
+{
+	struct mbufmux_user *user;
+	unsigned int bkt;
+
+	spin_lock(&mbufmux_users_lock);
+	hash_for_each(mbufmux_users, bkt, user, node)
+		mbufmux_user_grant_locked(user);
+	spin_unlock(&mbufmux_users_lock);
+}
+
+/*
+ * May the socket go to the pool? Yes if it counts against its user's cap
+ * already, or the cap has room and nobody of that user is parked before
+ * it; otherwise it is parked on the user's FIFO (once).
+ */
+static bool mbufmux_user_take(struct mbufmux_sock *ctx)
+{
+	struct mbufmux_user *user = ctx->user;
+	bool ok;
+
+	/* Only the socket itself clears @user_slot: true stays true. */
+	if (!user || READ_ONCE(ctx->user_slot))
+		return true;
+
+	spin_lock(&mbufmux_users_lock);
+	ok = ctx->user_slot;
+	if (!ok && !ctx->user_parked) {
+		if (list_empty(&user->parked) &&
+		    user->held < mbufmux_user_cap()) {
+			user->held++;
+			WRITE_ONCE(ctx->user_slot, true);
+			ok = true;
+		} else {
+			list_add_tail(&ctx->user_node, &user->parked);
+			user->nr_parked++;
+			ctx->user_parked_ns = ktime_get_ns();
+			WRITE_ONCE(ctx->user_waits, ctx->user_waits + 1);
+			WRITE_ONCE(ctx->user_parked, true);
+		}
+	}
+	spin_unlock(&mbufmux_users_lock);
+	return ok;
+}
+
+/*
+ * The socket gave its buffer or its place in the pool back: leave the
+ * user's FIFO, give the slot to the next parked socket of the user.
+ */
+static void mbufmux_user_put(struct mbufmux_sock *ctx)
+{
+	struct mbufmux_user *user = ctx->user;
+
+	if (!user)
+		return;
+	spin_lock(&mbufmux_users_lock);
+	if (ctx->user_parked) {
+		list_del_init(&ctx->user_node);
+		user->nr_parked--;
+		WRITE_ONCE(ctx->user_parked, false);
+	}
+	if (ctx->user_slot) {
+		WRITE_ONCE(ctx->user_slot, false);
+		user->held--;
+		mbufmux_user_grant_locked(user);
+	}
+	spin_unlock(&mbufmux_users_lock);
+}
+
+/* The share of @uid, one more socket in it; NULL if out of memory. */
+static struct mbufmux_user *mbufmux_user_get(kuid_t uid)
+{
+	struct mbufmux_user *user, *new;
+
+	new = kzalloc(sizeof(*new), GFP_KERNEL);
+	if (!new)
+		return NULL;
+	spin_lock(&mbufmux_users_lock);
+	hash_for_each_possible(mbufmux_users, user, node, __kuid_val(uid)) {
+		if (uid_eq(user->uid, uid))
+			goto found;
+	}
+	user = new;
+	new = NULL;
+	user->uid = uid;
+	INIT_LIST_HEAD(&user->parked);
+	hash_add(mbufmux_users, &user->node, __kuid_val(uid));
+found:
+	user->socks++;
+	spin_unlock(&mbufmux_users_lock);
+	kfree(new);
+	return user;
+}
+
+/* At close: give everything back and leave the user's share. */
+static void mbufmux_user_detach(struct mbufmux_sock *ctx)
+{
+	struct mbufmux_user *user = ctx->user;
+
+	if (!user)
+		return;
+	mbufmux_user_put(ctx);
+	spin_lock(&mbufmux_users_lock);
+	if (--user->socks) {
+		user = NULL;
+	} else {
+		WARN_ON_ONCE(user->held || user->nr_parked);
+		hash_del(&user->node);
+	}
+	spin_unlock(&mbufmux_users_lock);
+	kfree(user);
+	ctx->user = NULL;
+}
+
+static int mbufmux_users_show(struct seq_file *m, void *v)
+{
+	struct mbufmux_user *user;
+	unsigned int bkt;
+
+	spin_lock(&mbufmux_users_lock);
+	seq_printf(m, "cap %u\n", mbufmux_user_cap());
+	hash_for_each(mbufmux_users, bkt, user, node)
+		seq_printf(m, "uid=%u socks=%u held=%u parked=%u\n",
+			   from_kuid_munged(seq_user_ns(m), user->uid),
+			   user->socks, user->held, user->nr_parked);
+	spin_unlock(&mbufmux_users_lock);
+	return 0;
+}
+DEFINE_SHOW_ATTRIBUTE(mbufmux_users);
+
+static int mbufmux_user_limit_set(const char *val,
+				  const struct kernel_param *kp)
+{
+	unsigned int v;
+	int err;
+
+	err = kstrtouint(val, 0, &v);
+	if (err)
+		return err;
+	if (v > MBUFMUX_LIMIT_MAX) {
+		pr_warn_ratelimited("user_limit=%u refused: need 0 (automatic) to %u\n",
+				    v, MBUFMUX_LIMIT_MAX);
+		return -EINVAL;
+	}
+	WRITE_ONCE(user_limit, v);
+	/* At load, nobody is attached yet. */
+	if (tcp_pool)
+		mbufmux_users_grant_all();
+	return 0;
+}
+
+static const struct kernel_param_ops mbufmux_user_limit_ops = {
+	.set = mbufmux_user_limit_set,
+	.get = param_get_uint,
+};
+
+module_param_cb(user_limit, &mbufmux_user_limit_ops, &user_limit, 0644);
+MODULE_PARM_DESC(user_limit, "most buffers the sockets of one user hold or wait for at once (0: (limit - reserve) / 2, at least 1); CAP_NET_ADMIN sockets are exempt");
 
 /* The pool's callback: a buffer was handed to a parked socket. */
 static void mbufmux_available(struct mbufmux_waiter *w)
@@ -265,8 +519,10 @@ static int mbufmux_push(struct sock *sk, struct mbufmux_sock *ctx)
 	if (ctx->head == ctx->tail) {
 		ctx->head = 0;
 		ctx->tail = 0;
-		if (!ctx->hold)
+		if (!ctx->hold && mbufmux_waiter_buf(&ctx->waiter)) {
 			mbufmux_put(&ctx->waiter);
+			mbufmux_user_put(ctx);
+		}
 	} else if (ctx->head) {
 		/* Keep the free space in one piece at the end. */
 		memmove(buf, buf + ctx->head, mbufmux_staged(ctx));
@@ -317,6 +573,7 @@ static void mbufmux_tx_work(struct work_struct *work)
 			ctx->head = 0;
 			ctx->tail = 0;
 			mbufmux_put(&ctx->waiter);
+			mbufmux_user_put(ctx);
 		}
 	}
 	release_sock(sk);
@@ -418,7 +675,9 @@ static int mbufmux_sendmsg(struct sock *sk, struct msghdr *msg, size_t size)
 			break;
 		}
 
-		buf = mbufmux_get(&ctx->waiter, ctx->margin);
+		buf = NULL;
+		if (mbufmux_user_take(ctx))
+			buf = mbufmux_get(&ctx->waiter, ctx->margin);
 		if (!buf) {
 			err = mbufmux_wait_unparked(sk, ctx, &timeo, true);
 			if (err)
@@ -533,6 +792,7 @@ static void mbufmux_shutdown(struct sock *sk, int how)
 		}
 		ctx->hold = false;
 		mbufmux_cancel(&ctx->waiter);
+		mbufmux_user_put(ctx);
 	}
 	ctx->sk_proto->shutdown(sk, how);
 	if (how & SEND_SHUTDOWN)
@@ -580,6 +840,7 @@ static void mbufmux_close(struct sock *sk, long timeout)
 #endif
 		sock_put(sk);
 	mbufmux_cancel(&ctx->waiter);
+	mbufmux_user_detach(ctx);
 
 	sk_proto->close(sk, timeout);
 	call_rcu(&ctx->rcu, mbufmux_ctx_free_rcu);
@@ -607,12 +868,17 @@ static int mbufmux_getsockopt(struct sock *sk, int level, int optname,
 			info.flags |= MBUFMUX_F_HOLDS_BUF;
 		if (mbufmux_parked(ctx))
 			info.flags |= MBUFMUX_F_PARKED;
+		if (READ_ONCE(ctx->user_parked))
+			info.flags |= MBUFMUX_F_USER_CAP;
 		info.block = ctx->block;
 		info.buf_size = mbufmux_pool_buf_size(tcp_pool);
 		info.staged = mbufmux_staged(ctx);
-		info.waits = READ_ONCE(ctx->waiter.waits);
+		/* Parked on the pool's queue or on the user's, both count. */
+		info.waits = READ_ONCE(ctx->waiter.waits) +
+			     READ_ONCE(ctx->user_waits);
 		info.handoffs = READ_ONCE(ctx->waiter.handoffs);
-		info.wait_ns = READ_ONCE(ctx->waiter.wait_ns);
+		info.wait_ns = READ_ONCE(ctx->waiter.wait_ns) +
+			       READ_ONCE(ctx->user_wait_ns);
 		release_sock(sk);
 		len = min_t(int, len, sizeof(info));
 		if (copy_to_user(optval, &info, len))
@@ -754,8 +1020,22 @@ static int mbufmux_tcp_init(struct sock *sk)
 	/* Buffers allocated for it while it waits are charged to its cgroup. */
 	ctx->waiter.memcg = sk->sk_memcg;
 #endif
-	/* The reserve is for the administrator's sockets. */
-	ctx->margin = capable(CAP_NET_ADMIN) ? 0 : MBUFMUX_MARGIN_RESERVE;
+	INIT_LIST_HEAD(&ctx->user_node);
+	/*
+	 * The reserve is for the administrator's sockets, which the per-user
+	 * cap leaves alone. capable() looks at the initial user namespace:
+	 * root of its own namespace is an ordinary user here.
+	 */
+	if (capable(CAP_NET_ADMIN)) {
+		ctx->margin = 0;
+	} else {
+		ctx->margin = MBUFMUX_MARGIN_RESERVE;
+		ctx->user = mbufmux_user_get(sk->sk_uid);
+		if (!ctx->user) {
+			kfree(ctx);
+			return -ENOMEM;
+		}
+	}
 
 	/* Publish the context before the ops that use it (CVE-2024-36489). */
 	write_lock_bh(&sk->sk_callback_lock);
@@ -807,6 +1087,9 @@ static int __init mbufmux_tcp_module_init(void)
 		goto err_wq;
 	}
 
+	mbufmux_users_file = debugfs_create_file("users", 0444,
+						 mbufmux_pool_debugfs_dir(tcp_pool),
+						 NULL, &mbufmux_users_fops);
 	tcp_register_ulp(&mbufmux_tcp_ulp_ops);
 	return 0;
 
@@ -822,6 +1105,8 @@ static void __exit mbufmux_tcp_module_exit(void)
 	destroy_workqueue(mbufmux_tcp_wq);
 	/* Contexts are freed after a grace period. */
 	rcu_barrier();
+	/* Ours, in the pool's directory: the pool may outlive us. */
+	debugfs_remove(mbufmux_users_file);
 	mbufmux_pool_destroy(tcp_pool);
 }
 

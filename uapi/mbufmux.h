@@ -28,6 +28,7 @@ enum mbufmux_block {
 /* mbufmux_info.flags */
 #define MBUFMUX_F_HOLDS_BUF	_BITUL(0)	/* the socket holds a buffer */
 #define MBUFMUX_F_PARKED	_BITUL(1)	/* queued, waiting for one */
+#define MBUFMUX_F_USER_CAP	_BITUL(2)	/* parked by the per-user cap */
 
 /**
  * struct mbufmux_info - the state of one attached socket
@@ -37,7 +38,8 @@ enum mbufmux_block {
  * @staged: bytes accepted by send() and still in the buffer
  * @waits: times the socket was parked
  * @handoffs: buffers handed to it after a wait
- * @wait_ns: total time spent parked until a handoff, nanoseconds
+ * @wait_ns: total time spent parked until a handoff (or, when parked by
+ *	the per-user cap, until a slot was granted), nanoseconds
  *
  * Shorter optlen values get a truncated copy (the leading fields).
  */
