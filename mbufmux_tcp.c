@@ -1090,9 +1090,15 @@ static int __init mbufmux_tcp_module_init(void)
 	mbufmux_users_file = debugfs_create_file("users", 0444,
 						 mbufmux_pool_debugfs_dir(tcp_pool),
 						 NULL, &mbufmux_users_fops);
-	tcp_register_ulp(&mbufmux_tcp_ulp_ops);
+	err = tcp_register_ulp(&mbufmux_tcp_ulp_ops);
+	if (err)
+		goto err_pool;
 	return 0;
 
+err_pool:
+	debugfs_remove(mbufmux_users_file);
+	mbufmux_pool_destroy(tcp_pool);
+	tcp_pool = NULL;
 err_wq:
 	destroy_workqueue(mbufmux_tcp_wq);
 	return err;
