@@ -7,7 +7,9 @@
  * operation reaches in this task fails (/proc/self/task/<tid>/fail-nth).
  * Whatever fails, the kernel must not crash or leak, the operation must
  * fail cleanly or succeed, and the socket must keep working: every byte
- * that send() accepted reaches the peer, in order.
+ * that send() accepted reaches the peer, in order. The sweep runs as root,
+ * then as nobody, whose sockets also go through the per-user cap (an
+ * allocation at attach).
  *
  * Prints TAP; exit 0 if every check held, 1 otherwise, 4 without
  * fail-nth.
@@ -16,6 +18,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -24,6 +27,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #define MAX_NTH		64
@@ -179,32 +183,69 @@ static void round_once(const char *op, int n)
 	report(ok, op, n, why);
 }
 
-int main(void)
+static const char * const ops[] = { "attach", "send", "release", "close" };
+
+/* This thread's fail-nth, opened while it may still be (root). */
+static int open_fail_nth(void)
 {
-	static const char * const ops[] = { "attach", "send", "release",
-					    "close" };
 	char path[64];
-	unsigned int o;
-	int n;
 
 	snprintf(path, sizeof(path), "/proc/self/task/%ld/fail-nth",
 		 (long)syscall(SYS_gettid));
 	failnth_fd = open(path, O_RDWR);
-	if (failnth_fd < 0) {
-		printf("1..0 # SKIP no %s (CONFIG_FAULT_INJECTION)\n", path);
-		return KSFT_SKIP;
-	}
+	return failnth_fd;
+}
 
-	printf("TAP version 13\n");
-	printf("1..%zu\n", ARRAY_SIZE(ops));
+static void sweep(unsigned int first, const char *who)
+{
+	unsigned int o;
+	int n;
+
 	for (o = 0; o < ARRAY_SIZE(ops); o++) {
 		int before = failures;
 
 		for (n = 1; n <= MAX_NTH; n++)
 			round_once(ops[o], n);
-		printf("%sok %u fail-nth 1..%d during %s\n",
-		       failures == before ? "" : "not ", o + 1, MAX_NTH,
-		       ops[o]);
+		printf("%sok %u fail-nth 1..%d during %s, as %s\n",
+		       failures == before ? "" : "not ", first + o, MAX_NTH,
+		       ops[o], who);
+		fflush(stdout);
 	}
+}
+
+int main(void)
+{
+	int status;
+	pid_t pid;
+
+	if (open_fail_nth() < 0) {
+		printf("1..0 # SKIP no fail-nth (CONFIG_FAULT_INJECTION)\n");
+		return KSFT_SKIP;
+	}
+
+	printf("TAP version 13\n");
+	printf("1..%zu\n", 2 * ARRAY_SIZE(ops));
+	sweep(1, "root");
+	fflush(stdout);
+
+	pid = fork();
+	if (pid < 0) {
+		perror("fork");
+		return 1;
+	}
+	if (!pid) {
+		close(failnth_fd);
+		if (open_fail_nth() < 0 || setgroups(0, NULL) ||
+		    setresgid(65534, 65534, 65534) ||
+		    setresuid(65534, 65534, 65534)) {
+			perror("nobody");
+			_exit(1);
+		}
+		sweep(1 + ARRAY_SIZE(ops), "nobody");
+		_exit(failures ? 1 : 0);
+	}
+	if (waitpid(pid, &status, 0) != pid || !WIFEXITED(status) ||
+	    WEXITSTATUS(status))
+		failures++;
 	return failures ? 1 : 0;
 }
