@@ -161,6 +161,8 @@ bad+='|kmemleak|unreferenced object|refcount_t|Objects remaining|Slab cache stil
 bad+='|general protection|Kernel panic|hung task|blocked for more than|soft lockup|hard LOCKUP'
 bad+='|rcu.*detected stall|ODEBUG|invalid context|list_add corruption|list_del corruption'
 bad+='|Disabling lock debugging'
+# SLUB's own reports (slub_debug checks, validate): "BUG <cache> (...): ..."
+bad+='|BUG [^ ]+ \(|FIX [^ ]+: |Slab corruption'
 benign='kmemleak: Kernel memory leak detector initialized|kmemleak: Automatic memory scanning thread'
 benign+='|ODEBUG: selftest passed|hung_task_timeout_secs|RCU lockdep checking is enabled'
 
