@@ -5,7 +5,9 @@
  * Opens CONNS connections over loopback, attaches the "mbufmux" ULP to
  * the sending side of each, lowers the pool's limit to a few buffers and
  * has every connection send a pseudo-random stream in random chunks, with
- * random MSG_MORE. Receivers check every byte. At the end it prints a
+ * random MSG_MORE. The senders start together, each holding its first
+ * chunk (MSG_MORE), so the buffers run out and sockets park at once.
+ * Receivers check every byte. At the end it prints a
  * summary and the pool's debugfs counters, and fails if a byte differs,
  * the pool ever went over its limit or did not come back to rest.
  *
@@ -105,6 +107,8 @@ static void *monitor(void *arg)
 	return NULL;
 }
 
+static pthread_barrier_t start;
+
 static void *sender(void *arg)
 {
 	struct flow *fl = arg;
@@ -116,9 +120,11 @@ static void *sender(void *arg)
 
 	if (!buf)
 		die("malloc");
+	/* All at once, each holding its first bytes: the buffers run out. */
+	pthread_barrier_wait(&start);
 	while (off < fl->bytes) {
 		uint32_t r = next_rand(&seed);
-		int flags = (r & 3) ? MSG_MORE : 0;
+		int flags = (r & 3) || !off ? MSG_MORE : 0;
 		ssize_t sent;
 
 		n = 1 + r % 20000;
@@ -215,6 +221,8 @@ int main(int argc, char **argv)
 	       conns, bufs);
 	printf(" of %ld bytes; %zu KiB each\n", stat_get("buf_size"), kib);
 
+	if (pthread_barrier_init(&start, NULL, conns))
+		die("pthread_barrier_init");
 	for (i = 0; i < conns; i++) {
 		pthread_create(&th[2 * i], NULL, receiver, &fl[i]);
 		pthread_create(&th[2 * i + 1], NULL, sender, &fl[i]);
