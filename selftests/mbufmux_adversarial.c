@@ -2915,7 +2915,7 @@ TEST_F_TIMEOUT(adv, user_cap_wake, 120)
 		caps_set(_metadata, 8, 0, 1);
 		user_pairs(_metadata, USER_A, false, 3, a, ap);
 		if (way == GIVE_DRAIN) {
-			total = send_backlog(a[0], 61, 0);
+			total = send_backlog_staged(a[0], 61);
 			ASSERT_GT(total, 0);
 			ASSERT_EQ(info_flags(a[0]), MBUFMUX_F_HOLDS_BUF);
 		} else {

@@ -848,4 +848,30 @@ fail:
 	return -1;
 }
 
+/*
+ * send_backlog() until some bytes stay staged in the socket's buffer: while
+ * the peer's receive window still grows, the write-space work may push
+ * what was staged after send() said EAGAIN, and give the buffer back.
+ * Returns the bytes sent, or -1.
+ */
+static inline long send_backlog_staged(int fd, uint32_t flow)
+{
+	struct mbufmux_info info;
+	long total = 0, n;
+	int tries;
+
+	for (tries = 0; tries < 100; tries++) {
+		n = send_backlog(fd, flow, total);
+		if (n < 0)
+			return -1;
+		total += n;
+		sleep_ms(20);
+		if (info_get(fd, &info))
+			return -1;
+		if (info.staged)
+			return total;
+	}
+	return -1;
+}
+
 #endif /* MBUFMUX_UTIL_H */
