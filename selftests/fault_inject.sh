@@ -220,18 +220,14 @@ in_modules "$mbufmux_at" && ! in_modules "$(ksym _stext)" &&
 result $? "module text at $mbufmux_at is in $MOD_START..$MOD_END, the kernel's is not" \
 	"kernel $(ksym _stext)..$(ksym _end), sysfs_slab_add ${REJ_START:-?}..${REJ_END:-?}"
 
-# As vm-init.sh loaded them; unload (closed sockets may hold mbufmux_tcp for
-# a moment, as in unload.sh).
+# As vm-init.sh loaded them; unload (rmmod_tcp waits for the sockets that
+# still hold mbufmux_tcp).
 tcp_params=""
 for p in buf_size limit reserve user_limit; do
 	v=$(cat /sys/module/mbufmux_tcp/parameters/$p 2>/dev/null) &&
 		tcp_params="$tcp_params $p=$v"
 done
-i=0
-until rmmod mbufmux_tcp 2>/dev/null || [ $i -ge 50 ]; do
-	sleep 0.2
-	i=$((i + 1))
-done
+rmmod_tcp
 rmmod mbufmux
 
 for a in /sys/kernel/debug/fail*; do

@@ -23,3 +23,19 @@ check() {	# check <name> <command...>: run it, report its status
 	"$@"
 	result $? "$name"
 }
+
+# rmmod_tcp: unload mbufmux_tcp once the last sockets let it go. Closed
+# sockets hold it until TCP destroys them (TIME_WAIT does not hold it; an
+# orphan in FIN_WAIT_2 may, up to tcp_fin_timeout, 60 s by default, after
+# a test whose peers stopped reading): retry that long. Fails if it stays.
+rmmod_tcp() {
+	i=0
+	until rmmod mbufmux_tcp 2>/dev/null; do
+		if [ $i -ge 450 ]; then
+			echo "# mbufmux_tcp still held: refcnt $(cat /sys/module/mbufmux_tcp/refcnt) after 90 s"
+			return 1
+		fi
+		sleep 0.2
+		i=$((i + 1))
+	done
+}

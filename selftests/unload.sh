@@ -18,16 +18,7 @@ echo "1..5"
 for v in /sys/kernel/slab/mbufmux_*/validate; do
 	[ -w "$v" ] && echo 1 >"$v"
 done
-# Closed sockets hold the module until TCP destroys them (TIME_WAIT does
-# not hold it; an orphan in FIN_WAIT_2 may, up to tcp_fin_timeout, 60 s by
-# default, after a test whose peers stopped reading): retry that long.
-i=0
-until rmmod mbufmux_tcp 2>/dev/null || [ $i -ge 450 ]; do
-	sleep 0.2
-	i=$((i + 1))
-done
-absent mbufmux_tcp ||
-	echo "# still held: refcnt $(cat /sys/module/mbufmux_tcp/refcnt) after $((i / 5)) s"
+rmmod_tcp
 check "rmmod mbufmux_tcp" absent mbufmux_tcp
 check "rmmod mbufmux" rmmod mbufmux
 check "mbufmux is gone" absent mbufmux
