@@ -54,6 +54,11 @@
 
 /* Held in @in_use by the pool's owner until mbufmux_pool_destroy(). */
 #define MBUFMUX_OWNER_BIAS	0x40000000
+/*
+ * Smallest buffer worth a clean buffer (see mbufmux_clean_work()): below a
+ * page, clearing costs less than queueing the work that would clear it.
+ */
+#define MBUFMUX_CLEAN_MIN	PAGE_SIZE
 /* How soon to retry serving waiters after the slab allocator failed. */
 #define MBUFMUX_RETRY_DELAY	(HZ / 50)
 
@@ -90,6 +95,16 @@ struct mbufmux_pool {
 	u64 recharge_fail;
 	u64 wait_ns_max;
 	u64 wait_hist[MBUFMUX_WAIT_HIST_BUCKETS];
+
+	/*
+	 * Also under @wait_lock: a zeroed buffer beyond the limit, handed to
+	 * a waiter in place of a returning buffer, which @clean_work zeroes
+	 * after the waiter's callback has run (the next @clean).
+	 */
+	void *clean;
+	void *dirty;
+	u64 clean_handoffs;
+	struct work_struct clean_work;
 
 	/* @stash_lock protects the preallocated buffers (as mempool's). */
 	spinlock_t stash_lock;
@@ -439,21 +454,103 @@ static void mbufmux_retry_work(struct work_struct *work)
 	mbufmux_serve(pool);
 }
 
+/*
+ * Zero the buffer that a clean handoff left behind and keep it as the next
+ * clean buffer or, when there is none, allocate one. The work is queued
+ * after the waiter's on the same CPU's worklist, so it runs after the
+ * callback. The clean buffer keeps the charge of the buffer it was: it only
+ * ever replaces buffers given back by contexts without a memory cgroup of
+ * their own, for whom the charge of the buffer handed on does not matter
+ * (see mbufmux_recharge_locked()).
+ */
+static void mbufmux_clean_work(struct work_struct *work)
+{
+	struct mbufmux_pool *pool = container_of(work, struct mbufmux_pool,
+						 clean_work);
+	void *buf;
+
+	spin_lock_bh(&pool->wait_lock);
+	buf = pool->dirty;
+	pool->dirty = NULL;
+	spin_unlock_bh(&pool->wait_lock);
+
+	if (buf)
+		memset(buf, 0, pool->buf_size);
+	else
+		buf = kmem_cache_alloc(pool->cache, GFP_KERNEL | __GFP_NORETRY |
+				       __GFP_NOWARN | __GFP_ZERO);
+	if (!buf)
+		return;
+
+	spin_lock_bh(&pool->wait_lock);
+	if (!pool->clean) {
+		WRITE_ONCE(pool->clean, buf);
+		buf = NULL;
+	}
+	spin_unlock_bh(&pool->wait_lock);
+	if (buf)
+		mbufmux_mem_free(pool, buf);
+}
+
+/*
+ * Offer the slot of @buf, which comes back from a context without a memory
+ * cgroup, to the waiters with the pool's clean buffer, so that nobody waits
+ * for @buf to be zeroed. Returns 1 if a waiter took it (@buf is the pool's
+ * now), 0 if nobody could (@buf is still the caller's, to release), and
+ * -EAGAIN if the pool had no clean buffer.
+ */
+static int mbufmux_handoff_clean(struct mbufmux_pool *pool, void *buf)
+{
+	int ret = -EAGAIN;
+
+	spin_lock_bh(&pool->wait_lock);
+	if (pool->clean) {
+		ret = 0;
+		if (!mbufmux_serve_locked(pool, pool->clean, NULL, NULL)) {
+			WRITE_ONCE(pool->clean, NULL);
+			pool->dirty = buf;
+			pool->clean_handoffs++;
+			queue_work(mbufmux_wq, &pool->clean_work);
+			ret = 1;
+		}
+	}
+	spin_unlock_bh(&pool->wait_lock);
+	return ret;
+}
+
 /* @memcg: the cgroup @buf is charged to, NULL if unknown */
 static void __mbufmux_buf_free(struct mbufmux_pool *pool, void *buf,
 			       struct mem_cgroup *memcg)
 {
-	if (unlikely(READ_ONCE(pool->nr_waiters))) {
-		/* Likely handed on: never carry one owner's bytes to the
-		 * next, and keep the clearing out of the wait-list lock.
-		 */
-		memset(buf, 0, pool->buf_size);
-		spin_lock_bh(&pool->wait_lock);
-		buf = mbufmux_serve_locked(pool, buf, memcg, NULL);
-		spin_unlock_bh(&pool->wait_lock);
-		if (!buf)
+	bool use_clean;
+	int ret;
+
+	if (likely(!READ_ONCE(pool->nr_waiters)))
+		goto release;
+
+	/*
+	 * Likely handed on: never carry one owner's bytes to the next. The
+	 * pool's clean buffer goes instead if it may and pays; otherwise @buf
+	 * is zeroed here, outside the wait-list lock.
+	 */
+	use_clean = !memcg && pool->buf_size >= MBUFMUX_CLEAN_MIN;
+	if (use_clean && READ_ONCE(pool->clean)) {
+		ret = mbufmux_handoff_clean(pool, buf);
+		if (ret > 0)
 			return;
+		if (!ret)
+			goto release;
 	}
+	memset(buf, 0, pool->buf_size);
+	spin_lock_bh(&pool->wait_lock);
+	buf = mbufmux_serve_locked(pool, buf, memcg, NULL);
+	/* Make the first clean buffer, or retry if making it failed. */
+	if (!buf && use_clean && !pool->clean && !pool->dirty)
+		queue_work(mbufmux_wq, &pool->clean_work);
+	spin_unlock_bh(&pool->wait_lock);
+	if (!buf)
+		return;
+release:
 	mbufmux_release_buf(pool, buf);
 }
 
@@ -747,6 +844,8 @@ void mbufmux_pool_get_stats(struct mbufmux_pool *pool,
 	st->cancels = pool->cancels;
 	st->recharges = pool->recharges;
 	st->recharge_fail = pool->recharge_fail;
+	st->clean_handoffs = pool->clean_handoffs;
+	st->clean = !!pool->clean;
 	st->waiters = pool->nr_waiters;
 	st->waiters_peak = pool->waiters_peak;
 	st->wait_ns_max = pool->wait_ns_max;
@@ -815,6 +914,8 @@ static int mbufmux_stats_show(struct seq_file *m, void *v)
 	seq_printf(m, "cancels %llu\n", st.cancels);
 	seq_printf(m, "recharges %llu\n", st.recharges);
 	seq_printf(m, "recharge_fail %llu\n", st.recharge_fail);
+	seq_printf(m, "clean_handoffs %llu\n", st.clean_handoffs);
+	seq_printf(m, "clean %llu\n", st.clean);
 	seq_printf(m, "waiters %llu\n", st.waiters);
 	seq_printf(m, "waiters_peak %llu\n", st.waiters_peak);
 	seq_printf(m, "wait_ns_max %llu\n", st.wait_ns_max);
@@ -899,6 +1000,12 @@ static void mbufmux_pool_free(struct mbufmux_pool *pool)
 	mutex_lock(&mbufmux_pools_lock);
 	list_del(&pool->pools_node);
 	mutex_unlock(&mbufmux_pools_lock);
+	/* Nothing queues it any more: every slot is back. */
+	cancel_work_sync(&pool->clean_work);
+	if (pool->dirty)
+		kmem_cache_free(pool->cache, pool->dirty);
+	if (pool->clean)
+		kmem_cache_free(pool->cache, pool->clean);
 	while (pool->stash_nr)
 		kmem_cache_free(pool->cache, pool->stash[--pool->stash_nr]);
 	kvfree(pool->stash);
@@ -956,6 +1063,7 @@ struct mbufmux_pool *mbufmux_pool_create(const struct mbufmux_pool_params *param
 	INIT_LIST_HEAD(&pool->wait_list);
 	spin_lock_init(&pool->stash_lock);
 	INIT_DELAYED_WORK(&pool->retry_work, mbufmux_retry_work);
+	INIT_WORK(&pool->clean_work, mbufmux_clean_work);
 	INIT_RCU_WORK(&pool->release_rwork, mbufmux_pool_release_work);
 
 	/*

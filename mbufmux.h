@@ -135,6 +135,10 @@ struct mbufmux_waiter {
  *	freed (only the slot is handed on)
  * @recharge_fail: such handoffs where the fresh allocation failed: the
  *	returning buffer went on, still charged to its first cgroup
+ * @clean_handoffs: handoffs that gave the waiter the pool's clean buffer,
+ *	the returning one being zeroed after the waiter's callback
+ * @clean: zeroed buffers the pool keeps for such handoffs, beyond the
+ *	limit: 0 or 1
  * @waiters: waiters queued now
  * @waiters_peak: most waiters queued at once
  * @wait_ns_max: longest time a waiter was queued before its handoff
@@ -156,6 +160,8 @@ struct mbufmux_pool_stats {
 	u64 cancels;
 	u64 recharges;
 	u64 recharge_fail;
+	u64 clean_handoffs;
+	u64 clean;
 	u64 waiters;
 	u64 waiters_peak;
 	u64 wait_ns_max;
