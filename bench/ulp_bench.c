@@ -562,6 +562,7 @@ static int cmd_scale(int argc, char **argv)
 	long long limit = -1, peak = -1, peak0 = -1, allocs0 = -1;
 	long long handoffs0 = 0, waits0 = 0;
 	long long buf_size = -1, handoffs = -1, waits = -1, wait_ns_max = -1;
+	long long clean = 0;
 	double timeout = 240, t_setup, t_end, t_rx_end = 0;
 	double *ct, ct_max = 0, ct_sum = 0, wait_sum = 0, wait_max = 0;
 	pthread_t rx_thread, mon_thread;
@@ -718,6 +719,8 @@ static int cmd_scale(int argc, char **argv)
 		handoffs = pool_stat("handoffs") - handoffs0;
 		waits = pool_stat("waits") - waits0;
 		wait_ns_max = pool_stat("wait_ns_max");
+		/* The zeroed buffer the pool keeps for handoffs, if any. */
+		clean = pool_stat("clean");
 	}
 
 	n = 0;
@@ -773,9 +776,10 @@ static int cmd_scale(int argc, char **argv)
 			"    \"conns_parked\": %d, \"parked_secs_mean\": %.3f, \"parked_secs_max\": %.3f,\n",
 			eagain_conns, wait_sum / conns, wait_max);
 		fprintf(stdout,
-			"    \"pool\": {\"limit\": %lld, \"peak\": %lld, \"peak_before\": %lld, \"allocs_before\": %lld, \"in_use_max_sampled\": %lld, \"waiters_max_sampled\": %lld, \"buf_size\": %lld, \"peak_bytes\": %lld, \"handoffs\": %lld, \"waits\": %lld, \"wait_ns_max_since_load\": %lld, \"peak_within_limit\": %s}\n",
+			"    \"pool\": {\"limit\": %lld, \"peak\": %lld, \"peak_before\": %lld, \"allocs_before\": %lld, \"in_use_max_sampled\": %lld, \"waiters_max_sampled\": %lld, \"buf_size\": %lld, \"clean\": %lld, \"peak_bytes\": %lld, \"handoffs\": %lld, \"waits\": %lld, \"wait_ns_max_since_load\": %lld, \"peak_within_limit\": %s}\n",
 			limit, peak, peak0, allocs0, sc.in_use_max,
-			sc.waiters_max, buf_size, peak * buf_size, handoffs,
+			sc.waiters_max, buf_size, clean,
+			(peak + clean) * buf_size, handoffs,
 			waits, wait_ns_max, peak <= limit ? "true" : "false");
 	} else {
 		printf("    \"conns_eagain\": %d\n", eagain_conns);
@@ -784,7 +788,8 @@ static int cmd_scale(int argc, char **argv)
 	if (use_ulp && !unpriv) {
 		printf("  \"scale_fairness_jain\": %.3f,\n", jain(ct, n));
 		printf("  \"scale_peak_in_use\": %lld,\n", peak);
-		printf("  \"scale_peak_bytes\": %lld,\n", peak * buf_size);
+		printf("  \"scale_peak_bytes\": %lld,\n",
+		       (peak + clean) * buf_size);
 	}
 
 	fprintf(stderr,
@@ -795,7 +800,7 @@ static int cmd_scale(int argc, char **argv)
 		fprintf(stderr,
 			"%-10s pool limit %lld: peak %lld (sampled in_use max %lld, waiters max %lld), %lld KiB at the peak, %lld handoffs, most parked per conn %.3f s\n",
 			name, limit, peak, sc.in_use_max, sc.waiters_max,
-			peak * buf_size / 1024, handoffs, wait_max);
+			(peak + clean) * buf_size / 1024, handoffs, wait_max);
 	if (failed)
 		fprintf(stderr, "ulp_bench %s: FAILED\n", name);
 	free(data);
