@@ -6,6 +6,8 @@
  * cannot get one is parked at the tail of a FIFO instead of failing; each
  * buffer that comes back is handed, under the wait-list lock, to the head
  * waiter, whose callback then runs from a workqueue with the buffer in hand.
+ * (For buffers of a page or more, a zeroed buffer goes in its place, and
+ * the returning one is zeroed afterwards: see mbufmux_clean_work().)
  *
  * Accounting. @in_use counts the buffers out, plus MBUFMUX_OWNER_BIAS while
  * the pool's owner has not destroyed it. Taking a buffer is a cmpxchg loop
@@ -373,9 +375,10 @@ static void *mbufmux_recharge_locked(struct mbufmux_pool *pool,
  * the reserve that the head may not); when every waiter leaves the reserve
  * (no explicit margins queued), the first that does not fit ends the walk.
  *
- * @spare, if not NULL, is a buffer coming back, still counted in @in_use
- * and already zeroed, from a context charged to @spare_memcg: it goes to
- * the first waiter that may have it. @self is the waiter whose
+ * @spare, if not NULL, is a zeroed buffer for the slot of one coming back
+ * (still counted in @in_use) from a context charged to @spare_memcg: the
+ * returning buffer itself, or the pool's clean buffer. It goes to the first
+ * waiter that may have it. @self is the waiter whose
  * mbufmux_get() is serving, or NULL. Returns @spare if nobody took it.
  */
 static void *mbufmux_serve_locked(struct mbufmux_pool *pool, void *spare,
@@ -457,8 +460,10 @@ static void mbufmux_retry_work(struct work_struct *work)
 /*
  * Zero the buffer that a clean handoff left behind and keep it as the next
  * clean buffer or, when there is none, allocate one. The work is queued
- * after the waiter's on the same CPU's worklist, so it runs after the
- * callback. The clean buffer keeps the charge of the buffer it was: it only
+ * after the waiter's on the same CPU's worklist, so it usually runs after
+ * the callback (not if the callback sleeps, or if the waiter's work was
+ * still running elsewhere and was queued there). The clean buffer keeps the
+ * charge of the buffer it was: it only
  * ever replaces buffers given back by contexts without a memory cgroup of
  * their own, for whom the charge of the buffer handed on does not matter
  * (see mbufmux_recharge_locked()).
@@ -472,8 +477,20 @@ static void mbufmux_clean_work(struct work_struct *work)
 	spin_lock_bh(&pool->wait_lock);
 	buf = pool->dirty;
 	pool->dirty = NULL;
+	/*
+	 * Queued again while the last run zeroed: that run has made the
+	 * clean buffer already. @clean and @dirty are never both set.
+	 */
+	if (!buf && pool->clean) {
+		spin_unlock_bh(&pool->wait_lock);
+		return;
+	}
 	spin_unlock_bh(&pool->wait_lock);
 
+	/*
+	 * Only this work sets @clean, and a work item never runs twice at
+	 * once: until it is published below, no clean handoff can happen.
+	 */
 	if (buf)
 		memset(buf, 0, pool->buf_size);
 	else
@@ -483,7 +500,7 @@ static void mbufmux_clean_work(struct work_struct *work)
 		return;
 
 	spin_lock_bh(&pool->wait_lock);
-	if (!pool->clean) {
+	if (!WARN_ON_ONCE(pool->clean)) {
 		WRITE_ONCE(pool->clean, buf);
 		buf = NULL;
 	}
@@ -504,7 +521,7 @@ static int mbufmux_handoff_clean(struct mbufmux_pool *pool, void *buf)
 	int ret = -EAGAIN;
 
 	spin_lock_bh(&pool->wait_lock);
-	if (pool->clean) {
+	if (pool->clean && !WARN_ON_ONCE(pool->dirty)) {
 		ret = 0;
 		if (!mbufmux_serve_locked(pool, pool->clean, NULL, NULL)) {
 			WRITE_ONCE(pool->clean, NULL);
@@ -588,8 +605,9 @@ EXPORT_SYMBOL_GPL(mbufmux_buf_alloc);
  * @pool: the pool the buffer came from
  * @buf: the buffer
  *
- * If contexts are waiting, the buffer goes straight to the head waiter
- * (zeroed), whose callback is queued; otherwise it returns to the memory.
+ * If contexts are waiting, the buffer, zeroed (or a zeroed one in its
+ * place), goes straight to the head waiter, whose callback is queued;
+ * otherwise it returns to the memory.
  *
  * Context: process or softirq context, with hard interrupts enabled;
  * never sleeps.
@@ -914,14 +932,14 @@ static int mbufmux_stats_show(struct seq_file *m, void *v)
 	seq_printf(m, "cancels %llu\n", st.cancels);
 	seq_printf(m, "recharges %llu\n", st.recharges);
 	seq_printf(m, "recharge_fail %llu\n", st.recharge_fail);
-	seq_printf(m, "clean_handoffs %llu\n", st.clean_handoffs);
-	seq_printf(m, "clean %llu\n", st.clean);
 	seq_printf(m, "waiters %llu\n", st.waiters);
 	seq_printf(m, "waiters_peak %llu\n", st.waiters_peak);
 	seq_printf(m, "wait_ns_max %llu\n", st.wait_ns_max);
 	for (i = 0; i < MBUFMUX_WAIT_HIST_BUCKETS; i++)
 		seq_printf(m, "wait_hist_us_%lu %llu\n",
 			   i ? 1UL << (i - 1) : 0UL, st.wait_hist[i]);
+	seq_printf(m, "clean_handoffs %llu\n", st.clean_handoffs);
+	seq_printf(m, "clean %llu\n", st.clean);
 	return 0;
 }
 DEFINE_SHOW_ATTRIBUTE(mbufmux_stats);

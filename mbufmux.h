@@ -135,16 +135,18 @@ struct mbufmux_waiter {
  *	freed (only the slot is handed on)
  * @recharge_fail: such handoffs where the fresh allocation failed: the
  *	returning buffer went on, still charged to its first cgroup
- * @clean_handoffs: handoffs that gave the waiter the pool's clean buffer,
- *	the returning one being zeroed after the waiter's callback
- * @clean: zeroed buffers the pool keeps for such handoffs, beyond the
- *	limit: 0 or 1
  * @waiters: waiters queued now
  * @waiters_peak: most waiters queued at once
  * @wait_ns_max: longest time a waiter was queued before its handoff
  * @wait_hist: log2 histogram of those times; bucket 0 counts waits under
  *	1 us, bucket k (k > 0) waits in [2^(k-1), 2^k) us, the last bucket
  *	everything longer
+ * @clean_handoffs: handoffs that did not wait for the returning buffer to
+ *	be zeroed: the pool's clean buffer went in its place (to the waiter,
+ *	or freed for a fresh one if the waiter was recharged), and the
+ *	returning one was zeroed afterwards
+ * @clean: zeroed buffers the pool keeps for such handoffs, beyond the
+ *	limit: 0 or 1
  */
 struct mbufmux_pool_stats {
 	u64 in_use;
@@ -160,12 +162,12 @@ struct mbufmux_pool_stats {
 	u64 cancels;
 	u64 recharges;
 	u64 recharge_fail;
-	u64 clean_handoffs;
-	u64 clean;
 	u64 waiters;
 	u64 waiters_peak;
 	u64 wait_ns_max;
 	u64 wait_hist[MBUFMUX_WAIT_HIST_BUCKETS];
+	u64 clean_handoffs;
+	u64 clean;
 };
 
 struct mbufmux_pool *mbufmux_pool_create(const struct mbufmux_pool_params *params);
