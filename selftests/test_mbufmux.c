@@ -15,6 +15,7 @@
 #include <linux/delay.h>
 #include <linux/err.h>
 #include <linux/kthread.h>
+#include <linux/memcontrol.h>
 #include <linux/module.h>
 #include <linux/random.h>
 #include <linux/sched.h>
@@ -67,12 +68,14 @@ MODULE_PARM_DESC(tests_failed, "tests that failed (read-only result)");
 	__ok;								\
 })
 
-static struct mbufmux_pool *new_pool(const char *name, unsigned int limit,
-				     unsigned int reserve,
-				     unsigned int prealloc)
+static struct mbufmux_pool *new_sized_pool(const char *name,
+					   unsigned int size,
+					   unsigned int limit,
+					   unsigned int reserve,
+					   unsigned int prealloc)
 {
 	struct mbufmux_pool_params p = {
-		.name = name, .buf_size = BUF_SIZE, .limit = limit,
+		.name = name, .buf_size = size, .limit = limit,
 		.reserve = reserve, .prealloc = prealloc,
 	};
 	struct mbufmux_pool *pool = mbufmux_pool_create(&p);
@@ -84,6 +87,13 @@ static struct mbufmux_pool *new_pool(const char *name, unsigned int limit,
 		return NULL;
 	}
 	return pool;
+}
+
+static struct mbufmux_pool *new_pool(const char *name, unsigned int limit,
+				     unsigned int reserve,
+				     unsigned int prealloc)
+{
+	return new_sized_pool(name, BUF_SIZE, limit, reserve, prealloc);
 }
 
 static struct mbufmux_pool_stats stats(struct mbufmux_pool *pool)
@@ -715,6 +725,86 @@ out:
 	mbufmux_pool_destroy(pool);
 }
 
+/*
+ * Memory cgroups and the clean buffer. A waiter with a cgroup, served in
+ * place of a buffer given back without one, gets a fresh buffer in its
+ * cgroup (a recharge), not the clean buffer. A buffer given back by a
+ * waiter with a cgroup is cleared first and handed on itself, as before
+ * the clean buffer: its charge goes on with it.
+ */
+static void test_clean_memcg(void)
+{
+	struct mbufmux_pool *pool = new_sized_pool("t_clean_cg", PAGE_SIZE,
+						   1, 0, 0);
+	static struct mbufmux_pool_stats st;
+	struct mem_cgroup *memcg;
+	static struct tw a, b;
+	void *held, *got;
+
+	if (!pool)
+		return;
+	/* Both kernels have memory cgroups; the root one is enough here. */
+	memcg = get_mem_cgroup_from_mm(current->mm);
+	if (!CHECK(memcg))
+		goto out_pool;
+	tw_init(&a, pool);
+	tw_init(&b, pool);
+
+	/* A first handoff, without cgroups, makes the clean buffer. */
+	CHECK(mbufmux_get(&a.w, 0));
+	CHECK(!mbufmux_get(&b.w, 0));
+	mbufmux_put(&a.w);
+	if (!CHECK(wait_for_completion_timeout(&b.handed, HANG_TIMEOUT)) ||
+	    !CHECK(wait_clean(pool, &st)))
+		goto out;
+
+	/* b (no cgroup) gives back to a (a cgroup): recharged. */
+	held = mbufmux_get(&b.w, 0);
+	if (!CHECK(held))
+		goto out;
+	memset(held, 0xa5, PAGE_SIZE);
+	a.w.memcg = memcg;
+	CHECK(!mbufmux_get(&a.w, 0));
+	mbufmux_put(&b.w);
+	if (!CHECK(wait_for_completion_timeout(&a.handed, HANG_TIMEOUT)))
+		goto out;
+	got = mbufmux_get(&a.w, 0);
+	if (!CHECK(got))
+		goto out;
+	CHECK(all_zero(got, PAGE_SIZE));
+	CHECK(got != held);
+	mbufmux_pool_get_stats(pool, &st);
+	CHECK_EQ(st.recharges, 1);
+	CHECK_EQ(st.clean_handoffs, 1);
+	/* The clean buffer was freed for the fresh one; b's is zeroed next. */
+	CHECK(wait_clean(pool, &st));
+
+	/* a (a cgroup) gives back to b (none): the same buffer, cleared. */
+	memset(got, 0xa5, PAGE_SIZE);
+	reinit_completion(&b.handed);
+	CHECK(!mbufmux_get(&b.w, 0));
+	mbufmux_put(&a.w);
+	if (!CHECK(wait_for_completion_timeout(&b.handed, HANG_TIMEOUT)))
+		goto out;
+	held = mbufmux_get(&b.w, 0);
+	CHECK(held == got);
+	if (held)
+		CHECK(all_zero(held, PAGE_SIZE));
+	mbufmux_pool_get_stats(pool, &st);
+	CHECK_EQ(st.recharges, 1);
+	CHECK_EQ(st.clean_handoffs, 1);
+	CHECK_EQ(st.clean, 1);
+out:
+	mbufmux_cancel(&a.w);
+	mbufmux_cancel(&b.w);
+	a.w.memcg = NULL;
+	mem_cgroup_put(memcg);
+	mbufmux_pool_get_stats(pool, &st);
+	CHECK_EQ(st.in_use, 0);
+out_pool:
+	mbufmux_pool_destroy(pool);
+}
+
 static void test_destroy_busy(void)
 {
 	struct mbufmux_pool *pool = new_pool("t_busy", 2, 0, 1);
@@ -743,6 +833,7 @@ struct stress_ctx {
 	struct task_struct *task;
 	struct completion done;
 	unsigned int ops;
+	unsigned int last;	/* offset of the buffer's last word */
 	unsigned long waits, handed, cancelled, raw, hung, dirty;
 };
 
@@ -796,9 +887,10 @@ static int stress_thread(void *arg)
 				}
 			}
 			/* Zeroed, and nobody else's: else a stale value. */
-			if (*(u32 *)buf)
+			if (*(u32 *)buf || *(u32 *)(buf + c->last))
 				c->dirty++;
 			*(u32 *)buf = r | 1;
+			*(u32 *)(buf + c->last) = r | 1;
 			if (r & 0x10000)
 				cond_resched();
 			mbufmux_put(&c->t.w);
@@ -809,9 +901,13 @@ static int stress_thread(void *arg)
 	kthread_complete_and_exit(&c->done, 0);
 }
 
-static void test_stress(void)
+/*
+ * @size decides whether handoffs use the pool's clean buffer (a page and
+ * more) or clear the returning buffer first.
+ */
+static void stress(const char *name, unsigned int size)
 {
-	struct mbufmux_pool *pool = new_pool("t_stress", 3, 1, 1);
+	struct mbufmux_pool *pool = new_sized_pool(name, size, 3, 1, 1);
 	unsigned long waits = 0, handed = 0, cancelled = 0, hung = 0, dirty = 0;
 	struct mbufmux_pool_stats st;
 	struct stress_ctx *c;
@@ -827,6 +923,7 @@ static void test_stress(void)
 		init_completion(&c[i].done);
 		c[i].pool = pool;
 		c[i].ops = DIV_ROUND_UP(stress_ops, NR_STRESS);
+		c[i].last = size - sizeof(u32);
 		c[i].task = kthread_create(stress_thread, &c[i],
 					   "t_mbufmux_s%d", i);
 		if (IS_ERR(c[i].task)) {
@@ -848,10 +945,10 @@ static void test_stress(void)
 	/* Quiesce: the last frees may still be serving. */
 	CHECK_EQ(mbufmux_pool_set_limits(pool, 3, 1), 0);
 	st = stats(pool);
-	pr_info("    # %d threads, %u ops: waits %lu handed %lu cancelled %lu; pool allocs %llu handoffs %llu cancels %llu peak %llu nomem %llu\n",
-		n, n * DIV_ROUND_UP(stress_ops, NR_STRESS), waits, handed,
-		cancelled, st.allocs, st.handoffs, st.cancels, st.peak,
-		st.alloc_nomem);
+	pr_info("    # %u B, %d threads, %u ops: waits %lu handed %lu cancelled %lu; pool allocs %llu handoffs %llu (clean %llu) cancels %llu peak %llu nomem %llu\n",
+		size, n, n * DIV_ROUND_UP(stress_ops, NR_STRESS), waits,
+		handed, cancelled, st.allocs, st.handoffs, st.clean_handoffs,
+		st.cancels, st.peak, st.alloc_nomem);
 	CHECK_EQ(hung, 0);
 	CHECK_EQ(dirty, 0);
 	CHECK_EQ(st.in_use, 0);
@@ -863,9 +960,24 @@ static void test_stress(void)
 	CHECK(handed <= st.handoffs);
 	CHECK_EQ(st.waits, st.handoffs + st.cancels);
 	CHECK(waits > 0);
+	if (size >= PAGE_SIZE)
+		CHECK(st.clean_handoffs > 0);
+	else
+		CHECK_EQ(st.clean_handoffs, 0);
+	CHECK(st.clean_handoffs <= st.handoffs);
 	kfree(c);
 out_pool:
 	mbufmux_pool_destroy(pool);
+}
+
+static void test_stress(void)
+{
+	stress("t_stress", BUF_SIZE);
+}
+
+static void test_stress_page(void)
+{
+	stress("t_stress_page", PAGE_SIZE);
 }
 
 struct mbufmux_test {
@@ -883,8 +995,10 @@ static const struct mbufmux_test tests[] = {
 	{ "cancel", test_cancel },
 	{ "raise_limit_wakes", test_raise_limit },
 	{ "clean_handoff", test_clean_handoff },
+	{ "clean_memcg", test_clean_memcg },
 	{ "destroy_with_buffers_out", test_destroy_busy },
 	{ "stress", test_stress },
+	{ "stress_page", test_stress_page },
 };
 
 static int __init test_mbufmux_init(void)
