@@ -670,7 +670,8 @@ static int ho_thread_fn(void *data)
 	init_completion(&c->ran);
 
 	err = -EIO;
-	for (i = 0; i < samples; i++) {
+	/* One more round than samples: the first warms up, unrecorded. */
+	for (i = 0; i <= samples; i++) {
 		/* The holder takes the only buffer; the waiter queues. */
 		if (!mbufmux_get(&c->holder, MBUFMUX_MARGIN_RESERVE) ||
 		    mbufmux_get(&c->waiter, MBUFMUX_MARGIN_RESERVE))
@@ -679,7 +680,7 @@ static int ho_thread_fn(void *data)
 		t0 = get_cycles();
 		mbufmux_put(&c->holder);
 		wait_for_completion(&c->ran);
-		lat_ho[i] = c->t1 - t0;
+		lat_ho[n] = c->t1 - t0;
 		if (!mbufmux_waiter_buf(&c->waiter))
 			goto out_cancel;
 		/*
@@ -699,8 +700,9 @@ static int ho_thread_fn(void *data)
 		t0 = get_cycles();
 		queue_work(wq, &c->work);
 		wait_for_completion(&c->ran);
-		lat_wq[i] = c->t1 - t0;
-		n++;
+		lat_wq[n] = c->t1 - t0;
+		if (i)
+			n++;
 		cond_resched();
 	}
 	mbufmux_pool_get_stats(pool, &st);
