@@ -100,8 +100,9 @@ struct mbufmux_pool {
 
 	/*
 	 * Also under @wait_lock: a zeroed buffer beyond the limit, handed to
-	 * a waiter in place of a returning buffer, which @clean_work zeroes
-	 * after the waiter's callback has run (the next @clean).
+	 * a waiter in place of a returning buffer (then @dirty), which
+	 * @clean_work zeroes, usually after the waiter's callback, to be the
+	 * next @clean. Never both set.
 	 */
 	void *clean;
 	void *dirty;
@@ -463,10 +464,9 @@ static void mbufmux_retry_work(struct work_struct *work)
  * after the waiter's on the same CPU's worklist, so it usually runs after
  * the callback (not if the callback sleeps, or if the waiter's work was
  * still running elsewhere and was queued there). The clean buffer keeps the
- * charge of the buffer it was: it only
- * ever replaces buffers given back by contexts without a memory cgroup of
- * their own, for whom the charge of the buffer handed on does not matter
- * (see mbufmux_recharge_locked()).
+ * charge of the buffer it was: it only ever replaces buffers given back by
+ * contexts without a memory cgroup of their own, for whom the charge of the
+ * buffer handed on does not matter (see mbufmux_recharge_locked()).
  */
 static void mbufmux_clean_work(struct work_struct *work)
 {
