@@ -783,6 +783,29 @@ void mbufmux_cancel(struct mbufmux_waiter *w)
 EXPORT_SYMBOL_GPL(mbufmux_cancel);
 
 /**
+ * mbufmux_waiter_flush() - wait for a waiter's callback to be done
+ * @w: the context's waiter, not queued
+ *
+ * Waits until a ->available() callback queued by the handoff that gave @w
+ * its buffer has run. The context keeps what it holds. As only a handoff
+ * queues the callback, and only to a queued waiter, none can run
+ * afterwards until @w queues again: a context that keeps its buffer past
+ * its own lifetime (a socket's bytes still in flight after close) may then
+ * give it back with mbufmux_put() from any context, and be freed.
+ *
+ * Context: process context, may sleep. Must not be called from @w's own
+ * callback, nor under a lock that callback takes.
+ * Return: nothing.
+ */
+void mbufmux_waiter_flush(struct mbufmux_waiter *w)
+{
+	might_sleep();
+	WARN_ON_ONCE(mbufmux_waiter_queued(w));
+	flush_work(&w->work);
+}
+EXPORT_SYMBOL_GPL(mbufmux_waiter_flush);
+
+/**
  * mbufmux_pool_set_limits() - change a pool's limit and reserve at run time
  * @pool: the pool
  * @limit: new limit, 1 to %MBUFMUX_LIMIT_MAX
@@ -823,6 +846,23 @@ unsigned int mbufmux_pool_buf_size(const struct mbufmux_pool *pool)
 	return pool->buf_size;
 }
 EXPORT_SYMBOL_GPL(mbufmux_pool_buf_size);
+
+/**
+ * mbufmux_pool_waiting() - do contexts wait for a buffer of this pool?
+ * @pool: the pool
+ *
+ * A holder that shares the pool fairly gives its buffer back once it has
+ * drained when this is true, instead of filling it again.
+ *
+ * Context: any. A lockless snapshot: a waiter may queue, or be served,
+ * right after.
+ * Return: true if at least one waiter is queued.
+ */
+bool mbufmux_pool_waiting(const struct mbufmux_pool *pool)
+{
+	return READ_ONCE(pool->nr_waiters) != 0;
+}
+EXPORT_SYMBOL_GPL(mbufmux_pool_waiting);
 
 /**
  * mbufmux_pool_get_stats() - a snapshot of a pool's counters

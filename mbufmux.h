@@ -175,6 +175,7 @@ void mbufmux_pool_destroy(struct mbufmux_pool *pool);
 int mbufmux_pool_set_limits(struct mbufmux_pool *pool, unsigned int limit,
 			    unsigned int reserve);
 unsigned int mbufmux_pool_buf_size(const struct mbufmux_pool *pool);
+bool mbufmux_pool_waiting(const struct mbufmux_pool *pool);
 struct dentry *mbufmux_pool_debugfs_dir(struct mbufmux_pool *pool);
 void mbufmux_pool_get_stats(struct mbufmux_pool *pool,
 			    struct mbufmux_pool_stats *stats);
@@ -187,6 +188,7 @@ void mbufmux_waiter_init(struct mbufmux_waiter *w, struct mbufmux_pool *pool,
 void *mbufmux_get(struct mbufmux_waiter *w, unsigned int margin);
 void mbufmux_put(struct mbufmux_waiter *w);
 void mbufmux_cancel(struct mbufmux_waiter *w);
+void mbufmux_waiter_flush(struct mbufmux_waiter *w);
 
 /**
  * mbufmux_waiter_queued() - is the waiter on its pool's wait list?
