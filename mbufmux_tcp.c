@@ -58,6 +58,7 @@
 #include <net/inet_connection_sock.h>
 #include <net/sock.h>
 #include <net/tcp.h>
+#include <asm/ioctls.h>
 
 #include "mbufmux.h"
 #include "uapi/mbufmux.h"
@@ -74,6 +75,10 @@
 #endif
 #if KERNEL_VERSION(6, 10, 0) <= LINUX_VERSION_CODE
 #define MBUFMUX_HAVE_DISABLE_WORK
+#endif
+/* 6.5 handed protocols' ioctl() a kernel int rather than the user's pointer. */
+#if KERNEL_VERSION(6, 5, 0) <= LINUX_VERSION_CODE
+#define MBUFMUX_IOCTL_KARG
 #endif
 #ifdef MSG_SENDPAGE_NOTLAST
 #define MSG_SENDPAGE_NOTLAST_COMPAT	MSG_SENDPAGE_NOTLAST
@@ -157,18 +162,27 @@ MODULE_PARM_DESC(reserve, "buffers only CAP_NET_ADMIN sockets may take (below li
 /**
  * struct mbufmux_sock - an attached socket
  * @waiter: holds the socket's buffer, or its place in the pool's queue
- * @tx_work: pushes staged bytes once TCP has room (write-space callback)
+ * @tx_work: pushes staged bytes once TCP has room, and lets a dead
+ *	connection's buffer go (write-space and error callbacks)
  * @sk: the socket
  * @sk_proto: TCP's proto, restored at close
  * @sk_write_space: TCP's write-space callback, restored at close
- * @head: first staged byte in the buffer (under the socket lock)
- * @tail: end of the staged bytes (under the socket lock)
+ * @sk_error_report: TCP's error callback, restored at close
+ * @head: offset of the first staged byte in the buffer
+ * @staged: bytes staged in the buffer, from @head
+ * @flushed: of those, the leading ones that were sent without MSG_MORE
+ *	(or flushed): pushed whenever TCP takes them, even while bytes
+ *	behind them are held
  * @margin: the pool margin of this socket's requests
  * @user: the owner's share of the pool, or NULL if the socket is exempt
  * @user_node: on @user's FIFO while parked by the cap (mbufmux_users_lock)
  * @block: enum mbufmux_block
- * @hold: the last send had MSG_MORE: keep the staged bytes for more
- * @closing: the socket is being closed; the tx work does nothing
+ * @pushing: in tcp_sendmsg_locked(), which may run the write-space
+ *	callback from the backlog: that callback leaves the buffer alone
+ * @forcing: handing TCP the staged bytes past its not-sent low-water
+ *	mark (close, shutdown); read by mbufmux_stream_memory_free()
+ * @closing: close() has run; the context lives on, with the buffer if
+ *	TCP has bytes left to transmit, until TCP destroys the socket
  * @user_slot: counts against @user's cap: the socket holds a buffer or a
  *	place in the pool's queue, or was granted the right to take one
  *	(set under mbufmux_users_lock; cleared by the socket itself)
@@ -177,6 +191,11 @@ MODULE_PARM_DESC(reserve, "buffers only CAP_NET_ADMIN sockets may take (below li
  * @user_waits: times it was parked there (added to MBUFMUX_INFO's @waits)
  * @user_wait_ns: time it spent there until a slot was granted
  * @rcu: frees the context after the readers of icsk_ulp_data
+ *
+ * @head, @staged, @flushed and the buffer belong to the socket lock: the
+ * owner of lock_sock(), or the softirq that holds the socket's spinlock
+ * while nobody owns it (the write-space callback). @staged is also read
+ * locklessly, by poll.
  */
 struct mbufmux_sock {
 	struct mbufmux_waiter waiter;
@@ -184,13 +203,16 @@ struct mbufmux_sock {
 	struct sock *sk;
 	struct proto *sk_proto;
 	void (*sk_write_space)(struct sock *sk);
+	void (*sk_error_report)(struct sock *sk);
 	unsigned int head;
-	unsigned int tail;
+	unsigned int staged;
+	unsigned int flushed;
 	unsigned int margin;
 	struct mbufmux_user *user;
 	struct list_head user_node;
 	u8 block;
-	bool hold;
+	bool pushing;
+	bool forcing;
 	bool closing;
 	bool user_slot;
 	bool user_parked;
@@ -226,7 +248,7 @@ static bool mbufmux_parked(const struct mbufmux_sock *ctx)
 
 static unsigned int mbufmux_staged(const struct mbufmux_sock *ctx)
 {
-	return ctx->tail - ctx->head;
+	return READ_ONCE(ctx->staged);
 }
 
 /* Wake everybody sleeping or polling on the socket, both directions. */
@@ -292,7 +314,7 @@ static void mbufmux_user_grant_locked(struct mbufmux_user *user)
 		ctx = list_first_entry(&user->parked, struct mbufmux_sock,
 				       user_node);
 		list_del_init(&ctx->user_node);
-		user->nr_parked--;
+		WRITE_ONCE(user->nr_parked, user->nr_parked - 1);
 		user->held++;
 		WRITE_ONCE(ctx->user_wait_ns, ctx->user_wait_ns +
 			   ktime_get_ns() - ctx->user_parked_ns);
@@ -309,10 +331,10 @@ static void mbufmux_users_grant_all(void)
 	struct mbufmux_user *user;
 	unsigned int bkt;
 
-	spin_lock(&mbufmux_users_lock);
+	spin_lock_bh(&mbufmux_users_lock);
 	hash_for_each(mbufmux_users, bkt, user, node)
 		mbufmux_user_grant_locked(user);
-	spin_unlock(&mbufmux_users_lock);
+	spin_unlock_bh(&mbufmux_users_lock);
 }
 
 /*
@@ -329,7 +351,7 @@ static bool mbufmux_user_take(struct mbufmux_sock *ctx)
 	if (!user || READ_ONCE(ctx->user_slot))
 		return true;
 
-	spin_lock(&mbufmux_users_lock);
+	spin_lock_bh(&mbufmux_users_lock);
 	ok = ctx->user_slot;
 	if (!ok && !ctx->user_parked) {
 		if (list_empty(&user->parked) &&
@@ -339,13 +361,13 @@ static bool mbufmux_user_take(struct mbufmux_sock *ctx)
 			ok = true;
 		} else {
 			list_add_tail(&ctx->user_node, &user->parked);
-			user->nr_parked++;
+			WRITE_ONCE(user->nr_parked, user->nr_parked + 1);
 			ctx->user_parked_ns = ktime_get_ns();
 			WRITE_ONCE(ctx->user_waits, ctx->user_waits + 1);
 			WRITE_ONCE(ctx->user_parked, true);
 		}
 	}
-	spin_unlock(&mbufmux_users_lock);
+	spin_unlock_bh(&mbufmux_users_lock);
 	return ok;
 }
 
@@ -359,10 +381,10 @@ static void mbufmux_user_put(struct mbufmux_sock *ctx)
 
 	if (!user)
 		return;
-	spin_lock(&mbufmux_users_lock);
+	spin_lock_bh(&mbufmux_users_lock);
 	if (ctx->user_parked) {
 		list_del_init(&ctx->user_node);
-		user->nr_parked--;
+		WRITE_ONCE(user->nr_parked, user->nr_parked - 1);
 		WRITE_ONCE(ctx->user_parked, false);
 	}
 	if (ctx->user_slot) {
@@ -370,7 +392,7 @@ static void mbufmux_user_put(struct mbufmux_sock *ctx)
 		user->held--;
 		mbufmux_user_grant_locked(user);
 	}
-	spin_unlock(&mbufmux_users_lock);
+	spin_unlock_bh(&mbufmux_users_lock);
 }
 
 /* The share of @uid, one more socket in it; NULL if out of memory. */
@@ -381,7 +403,7 @@ static struct mbufmux_user *mbufmux_user_get(kuid_t uid)
 	new = kzalloc(sizeof(*new), GFP_KERNEL);
 	if (!new)
 		return NULL;
-	spin_lock(&mbufmux_users_lock);
+	spin_lock_bh(&mbufmux_users_lock);
 	hash_for_each_possible(mbufmux_users, user, node, __kuid_val(uid)) {
 		if (uid_eq(user->uid, uid))
 			goto found;
@@ -393,7 +415,7 @@ static struct mbufmux_user *mbufmux_user_get(kuid_t uid)
 	hash_add(mbufmux_users, &user->node, __kuid_val(uid));
 found:
 	user->socks++;
-	spin_unlock(&mbufmux_users_lock);
+	spin_unlock_bh(&mbufmux_users_lock);
 	kfree(new);
 	return user;
 }
@@ -406,14 +428,14 @@ static void mbufmux_user_detach(struct mbufmux_sock *ctx)
 	if (!user)
 		return;
 	mbufmux_user_put(ctx);
-	spin_lock(&mbufmux_users_lock);
+	spin_lock_bh(&mbufmux_users_lock);
 	if (--user->socks) {
 		user = NULL;
 	} else {
 		WARN_ON_ONCE(user->held || user->nr_parked);
 		hash_del(&user->node);
 	}
-	spin_unlock(&mbufmux_users_lock);
+	spin_unlock_bh(&mbufmux_users_lock);
 	kfree(user);
 	ctx->user = NULL;
 }
@@ -423,13 +445,13 @@ static int mbufmux_users_show(struct seq_file *m, void *v)
 	struct mbufmux_user *user;
 	unsigned int bkt;
 
-	spin_lock(&mbufmux_users_lock);
+	spin_lock_bh(&mbufmux_users_lock);
 	seq_printf(m, "cap %u\n", mbufmux_user_cap());
 	hash_for_each(mbufmux_users, bkt, user, node)
 		seq_printf(m, "uid=%u socks=%u held=%u parked=%u\n",
 			   from_kuid_munged(seq_user_ns(m), user->uid),
 			   user->socks, user->held, user->nr_parked);
-	spin_unlock(&mbufmux_users_lock);
+	spin_unlock_bh(&mbufmux_users_lock);
 	return 0;
 }
 DEFINE_SHOW_ATTRIBUTE(mbufmux_users);
@@ -489,73 +511,229 @@ static const struct mbufmux_waiter_ops mbufmux_waiter_ops = {
 	.show = mbufmux_show,
 };
 
+/* The send path */
+
+static unsigned int mbufmux_size(void)
+{
+	return mbufmux_pool_buf_size(tcp_pool);
+}
+
+static bool mbufmux_holds(const struct mbufmux_sock *ctx)
+{
+	return mbufmux_waiter_buf(&ctx->waiter);
+}
+
+/* Bytes TCP holds and has not transmitted yet (its own SIOCOUTQNSD). */
+static u32 mbufmux_notsent(const struct sock *sk)
+{
+	const struct tcp_sock *tp = tcp_sk(sk);
+
+	return READ_ONCE(tp->write_seq) - READ_ONCE(tp->snd_nxt);
+}
+
 /*
- * Push the staged bytes to TCP without waiting. An emptied buffer goes
- * back to the pool unless MSG_MORE data is expected. Returns 0 when all
- * was pushed, -EAGAIN if TCP is full, or TCP's error.
+ * What the socket's buffer covers: every byte send() accepted and nobody
+ * has transmitted yet, staged here or queued in TCP. While it is not zero
+ * the socket holds its buffer, and it never exceeds the buffer's size.
+ */
+static unsigned int mbufmux_unsent(const struct sock *sk,
+				   const struct mbufmux_sock *ctx)
+{
+	return mbufmux_staged(ctx) + mbufmux_notsent(sk);
+}
+
+/* Others wait for a buffer: of the pool, or a slot of this user's cap. */
+static bool mbufmux_contended(const struct mbufmux_sock *ctx)
+{
+	return mbufmux_pool_waiting(tcp_pool) ||
+	       (ctx->user && READ_ONCE(ctx->user->nr_parked));
+}
+
+/*
+ * How many more bytes send() may accept now: what the buffer leaves
+ * beside the unsent bytes. While others wait, a holder whose bytes are
+ * all on their way (none held for MSG_MORE) takes nothing more until it
+ * has drained and given its buffer back; its next send queues behind them,
+ * so each holder gets one buffer's worth per turn. A holder of MSG_MORE
+ * bytes may go on until it flushes or fills the buffer: it is the
+ * program's next send that flushes them.
+ */
+static unsigned int mbufmux_room(const struct sock *sk,
+				 const struct mbufmux_sock *ctx)
+{
+	unsigned int unsent = mbufmux_unsent(sk, ctx);
+	unsigned int size = mbufmux_size();
+
+	if (unsent && READ_ONCE(ctx->flushed) == mbufmux_staged(ctx) &&
+	    mbufmux_contended(ctx))
+		return 0;
+	return unsent < size ? size - unsent : 0;
+}
+
+/*
+ * Room worth a wake-up: a quarter of the buffer (as TCP's
+ * sk_stream_min_wspace() for its own queue), or any room at all while
+ * MSG_MORE bytes are held, which only the program's next send flushes.
+ */
+static bool mbufmux_writable(const struct sock *sk,
+			     const struct mbufmux_sock *ctx)
+{
+	unsigned int room = mbufmux_room(sk, ctx);
+
+	if (mbufmux_parked(ctx))
+		return false;
+	if (READ_ONCE(ctx->flushed) != mbufmux_staged(ctx))
+		return room;
+	return room >= mbufmux_size() / 4;
+}
+
+static void mbufmux_wake_writers(struct sock *sk)
+{
+	struct socket_wq *wq;
+
+	rcu_read_lock();
+	wq = rcu_dereference(sk->sk_wq);
+	if (skwq_has_sleeper(wq))
+		wake_up_interruptible_poll(&wq->wait, EPOLLOUT | EPOLLWRNORM |
+					   EPOLLWRBAND);
+	rcu_read_unlock();
+}
+
+/* The one place a socket gives its buffer back, with its user's slot. */
+static void mbufmux_sock_put(struct mbufmux_sock *ctx)
+{
+	ctx->head = 0;
+	mbufmux_put(&ctx->waiter);
+	mbufmux_user_put(ctx);
+}
+
+/*
+ * Give the buffer back once everything it covered has been transmitted;
+ * otherwise have TCP call the write-space callback when it makes progress
+ * (it does so only while SOCK_NOSPACE is set). Under the socket lock, as
+ * defined at struct mbufmux_sock: TCP transmits only under it too, so the
+ * flag cannot be missed. Returns true if the buffer went back.
+ */
+static bool mbufmux_settle(struct sock *sk, struct mbufmux_sock *ctx)
+{
+	if (!mbufmux_holds(ctx))
+		return false;
+	if (!ctx->staged && !mbufmux_notsent(sk)) {
+		mbufmux_sock_put(ctx);
+		return true;
+	}
+	if (sk->sk_socket)
+		set_bit(SOCK_NOSPACE, &sk->sk_socket->flags);
+	return false;
+}
+
+/*
+ * Hand the flushed bytes to TCP, without waiting; the held ones stay. The
+ * buffer covers them in TCP as it did here. Returns 0 if all of them went,
+ * -EAGAIN if TCP is full, or TCP's error.
  */
 static int mbufmux_push(struct sock *sk, struct mbufmux_sock *ctx)
 {
 	char *buf = mbufmux_waiter_buf(&ctx->waiter);
-	int flags = MSG_DONTWAIT | MSG_NOSIGNAL;
+	unsigned int len = ctx->flushed;
 	struct msghdr msg = {};
 	struct kvec iov;
 	int ret = 0;
 
 	sock_owned_by_me(sk);
-	if (ctx->hold)
-		flags |= MSG_MORE;
-	while (ctx->head < ctx->tail) {
+	WRITE_ONCE(ctx->pushing, true);
+	while (len) {
 		iov.iov_base = buf + ctx->head;
-		iov.iov_len = mbufmux_staged(ctx);
-		msg.msg_flags = flags;
-		iov_iter_kvec(&msg.msg_iter, ITER_SOURCE, &iov, 1, iov.iov_len);
-		ret = tcp_sendmsg_locked(sk, &msg, iov.iov_len);
+		iov.iov_len = len;
+		/*
+		 * Never MSG_MORE: bytes TCP corked would stay unsent, and
+		 * the room they take would never come back. The ULP holds
+		 * MSG_MORE data itself.
+		 */
+		msg.msg_flags = MSG_DONTWAIT | MSG_NOSIGNAL;
+		iov_iter_kvec(&msg.msg_iter, ITER_SOURCE, &iov, 1, len);
+		ret = tcp_sendmsg_locked(sk, &msg, len);
 		if (ret <= 0)
 			break;
 		ctx->head += ret;
+		WRITE_ONCE(ctx->staged, ctx->staged - ret);
+		WRITE_ONCE(ctx->flushed,
+			   ctx->flushed - min_t(unsigned int, ctx->flushed, ret));
+		len -= ret;
 		ret = 0;
 	}
-	if (ctx->head == ctx->tail) {
+	WRITE_ONCE(ctx->pushing, false);
+	if (!ctx->staged)
 		ctx->head = 0;
-		ctx->tail = 0;
-		if (!ctx->hold && mbufmux_waiter_buf(&ctx->waiter)) {
-			mbufmux_put(&ctx->waiter);
-			mbufmux_user_put(ctx);
-		}
-	} else if (ctx->head) {
-		/* Keep the free space in one piece at the end. */
-		memmove(buf, buf + ctx->head, mbufmux_staged(ctx));
-		ctx->tail -= ctx->head;
-		ctx->head = 0;
-	}
-	return ret ?: (ctx->tail ? -EAGAIN : 0);
+	return ret;
+}
+
+/* Held bytes go on too: the program flushed, or the buffer is full. */
+static int mbufmux_flush(struct sock *sk, struct mbufmux_sock *ctx)
+{
+	WRITE_ONCE(ctx->flushed, ctx->staged);
+	return mbufmux_push(sk, ctx);
 }
 
 /*
- * Push everything staged now, for close and shutdown: TCP's send buffer
- * limit is lifted for the time of the call, as the bytes were accepted by
- * send() already. Only a hard error (reset, no memory) loses them.
+ * Hand every staged byte to TCP now, past TCP's own limits, for close and
+ * shutdown: send() accepted them, and the buffer covers them in TCP as it
+ * did here. TCP starts a new segment only below sk_sndbuf and, through
+ * ->stream_memory_free, below its not-sent low-water mark. The first is
+ * raised before each segment to just above what TCP holds, so that the
+ * segment is still charged to the socket's memory (and the charge is
+ * forced past a memory limit, as for a queue above its sndbuf: see
+ * __sk_mem_raise_allocated()); @forcing lifts the second. Only an error
+ * of TCP, or no memory at all for a segment, stops it.
  */
-static void mbufmux_push_all(struct sock *sk, struct mbufmux_sock *ctx)
+static int mbufmux_push_force(struct sock *sk, struct mbufmux_sock *ctx)
 {
 	int sndbuf = READ_ONCE(sk->sk_sndbuf);
-	int err;
+	unsigned int before;
+	int err = 0;
 
-	if (!mbufmux_staged(ctx))
-		goto out;
-	ctx->hold = false;
-	WRITE_ONCE(sk->sk_sndbuf, max_t(int, sndbuf, sk->sk_wmem_queued +
-					2 * mbufmux_staged(ctx) + SOCK_MIN_SNDBUF));
-	err = mbufmux_push(sk, ctx);
-	WRITE_ONCE(sk->sk_sndbuf, sndbuf);
-	if (err)
-		net_warn_ratelimited("%u staged bytes lost on socket %lu: %d\n",
-				     mbufmux_staged(ctx), sock_i_ino(sk), err);
-out:
-	ctx->hold = false;
+	WRITE_ONCE(ctx->forcing, true);
+	while (ctx->staged && !err) {
+		before = ctx->staged;
+		WRITE_ONCE(sk->sk_sndbuf,
+			   max(sndbuf, READ_ONCE(sk->sk_wmem_queued) + 1));
+		err = mbufmux_flush(sk, ctx);
+		if (err == -EAGAIN)
+			err = ctx->staged < before ? 0 : -ENOMEM;
+	}
+	WRITE_ONCE(ctx->forcing, false);
+	/* Under memory pressure TCP may have moderated it: keep that. */
+	WRITE_ONCE(sk->sk_sndbuf, min(sndbuf, READ_ONCE(sk->sk_sndbuf)));
+	return err;
+}
+
+/* The bytes are gone with the connection: say so, as nothing else will. */
+static void mbufmux_drop(struct sock *sk, struct mbufmux_sock *ctx, int err)
+{
+	if (ctx->staged)
+		net_info_ratelimited("%u staged bytes lost on socket %lu: %d\n",
+				     ctx->staged, sock_i_ino(sk), err);
+	WRITE_ONCE(ctx->staged, 0);
+	WRITE_ONCE(ctx->flushed, 0);
 	ctx->head = 0;
-	ctx->tail = 0;
+}
+
+/* Reset, timed out, or failed: nothing more will be transmitted. */
+static bool mbufmux_dead(const struct sock *sk)
+{
+	return READ_ONCE(sk->sk_err) || READ_ONCE(sk->sk_state) == TCP_CLOSE;
+}
+
+/*
+ * A dead connection lets go of everything at once: staged bytes, buffer,
+ * place in the pool's queue, user's slot. Under lock_sock(); may sleep.
+ */
+static void mbufmux_let_go(struct sock *sk, struct mbufmux_sock *ctx)
+{
+	/* sk_err stays for the program to read. */
+	mbufmux_drop(sk, ctx, -(READ_ONCE(sk->sk_err) ?: ECONNRESET));
+	mbufmux_cancel(&ctx->waiter);
+	mbufmux_sock_put(ctx);
 }
 
 static void mbufmux_tx_work(struct work_struct *work)
@@ -565,37 +743,69 @@ static void mbufmux_tx_work(struct work_struct *work)
 	struct sock *sk = ctx->sk;
 
 	lock_sock(sk);
-	if (!ctx->closing && !ctx->hold && mbufmux_staged(ctx)) {
-		int err = mbufmux_push(sk, ctx);
-
-		/* A dead connection drops what it had queued, like TCP. */
-		if (err && err != -EAGAIN) {
-			ctx->head = 0;
-			ctx->tail = 0;
-			mbufmux_put(&ctx->waiter);
-			mbufmux_user_put(ctx);
-		}
+	if (ctx->closing)
+		goto out;
+	if (mbufmux_dead(sk)) {
+		mbufmux_let_go(sk, ctx);
+	} else {
+		/* Held bytes stay: the program has more to add to them. */
+		mbufmux_push(sk, ctx);
+		mbufmux_settle(sk, ctx);
 	}
+out:
 	release_sock(sk);
 	mbufmux_wake(sk);
-	/* Taken by the write-space callback that queued us. */
+	/* Taken by the callback that queued us. */
 	sock_put(sk);
 }
 
-/* TCP has room again: push what is staged, from process context. */
+static void mbufmux_queue_tx(struct sock *sk, struct mbufmux_sock *ctx)
+{
+	/* The work drops this reference; if it was queued already,
+	 * nothing will, so drop it here (CVE-2025-40258).
+	 */
+	sock_hold(sk);
+	if (!queue_work(mbufmux_tcp_wq, &ctx->tx_work))
+		sock_put(sk);
+}
+
+/*
+ * TCP transmitted or freed something (it calls this with SOCK_NOSPACE
+ * set, under the socket lock, often from softirq). Bytes TCP may take now
+ * are pushed from process context; a buffer with nothing left to cover is
+ * given back at once, unless this runs inside our own tcp_sendmsg_locked()
+ * (from the backlog), which settles afterwards.
+ */
 static void mbufmux_write_space(struct sock *sk)
 {
 	struct mbufmux_sock *ctx = mbufmux_sk_ctx(sk);
 
-	if (!READ_ONCE(ctx->hold) && READ_ONCE(ctx->tail)) {
-		/* The work drops this reference; if it was queued already,
-		 * nothing will, so drop it here (CVE-2025-40258).
-		 */
-		sock_hold(sk);
-		if (!queue_work(mbufmux_tcp_wq, &ctx->tx_work))
-			sock_put(sk);
-	}
 	ctx->sk_write_space(sk);
+	if (READ_ONCE(ctx->pushing) || !mbufmux_holds(ctx))
+		return;
+	if (ctx->flushed) {
+		/* As TCP wakes its writers: once it takes more. */
+		if (sk_stream_is_writeable(sk))
+			mbufmux_queue_tx(sk, ctx);
+		else
+			set_bit(SOCK_NOSPACE, &sk->sk_socket->flags);
+		return;
+	}
+	if (mbufmux_settle(sk, ctx))
+		mbufmux_wake(sk);
+	else if (mbufmux_writable(sk, ctx))
+		mbufmux_wake_writers(sk);
+}
+
+/* A reset or an error: the tx work lets everything go, in process context. */
+static void mbufmux_error_report(struct sock *sk)
+{
+	struct mbufmux_sock *ctx = mbufmux_sk_ctx(sk);
+
+	ctx->sk_error_report(sk);
+	/* Not for what the error queue reports (timestamps, zerocopy). */
+	if (mbufmux_dead(sk))
+		mbufmux_queue_tx(sk, ctx);
 }
 
 /* Does parking stop this direction (MBUFMUX_BLOCK may change meanwhile)? */
@@ -606,17 +816,53 @@ static bool mbufmux_blocked(const struct mbufmux_sock *ctx, bool for_send)
 }
 
 /*
- * Sleep until the socket's waiter is handed a buffer. Called with the
- * socket lock held; sk_wait_event() drops it while sleeping.
+ * Data waits to be read and the peer cannot send more until it is: the
+ * receive window is down to a segment, or receive memory is under
+ * pressure (the test tcp_epollin_ready() uses to override SO_RCVLOWAT).
+ * Reading never needs a buffer: a parked socket whose peer waits on it may
+ * read, so that a holder stalled on it can drain and give its buffer back.
  */
-static int mbufmux_wait_unparked(struct sock *sk, struct mbufmux_sock *ctx,
-				 long *timeo, bool for_send)
+static bool mbufmux_rx_stalled(const struct sock *sk)
+{
+	const struct tcp_sock *tp = tcp_sk(sk);
+	int avail = READ_ONCE(tp->rcv_nxt) - READ_ONCE(tp->copied_seq);
+
+	if (avail <= 0)
+		return false;
+	return tcp_rmem_pressure(sk) ||
+	       tcp_receive_window(tp) <= inet_csk(sk)->icsk_ack.rcv_mss;
+}
+
+static bool mbufmux_recv_blocked(const struct sock *sk,
+				 const struct mbufmux_sock *ctx)
+{
+	return mbufmux_blocked(ctx, false) && !mbufmux_rx_stalled(sk);
+}
+
+/*
+ * Sleep until the socket may go on: a sender until its waiter is handed
+ * a buffer and, if it holds one, until the buffer has room; a receiver
+ * until it is unparked or its receive side stalls. Called with the socket
+ * lock held; sk_wait_event() drops it while sleeping.
+ */
+static bool mbufmux_must_wait(struct sock *sk, struct mbufmux_sock *ctx,
+			      bool for_send)
+{
+	if (!for_send)
+		return mbufmux_recv_blocked(sk, ctx);
+	if (mbufmux_blocked(ctx, true))
+		return true;
+	return mbufmux_holds(ctx) && !mbufmux_writable(sk, ctx);
+}
+
+static int mbufmux_wait(struct sock *sk, struct mbufmux_sock *ctx,
+			long *timeo, bool for_send)
 {
 	DEFINE_WAIT_FUNC(wait, woken_wake_function);
 	int err = 0;
 
 	add_wait_queue(sk_sleep(sk), &wait);
-	while (mbufmux_blocked(ctx, for_send)) {
+	while (mbufmux_must_wait(sk, ctx, for_send)) {
 		if (sk->sk_err) {
 			err = sock_error(sk);
 			break;
@@ -635,28 +881,91 @@ static int mbufmux_wait_unparked(struct sock *sk, struct mbufmux_sock *ctx,
 			err = sock_intr_errno(*timeo);
 			break;
 		}
-		sk_wait_event(sk, timeo, !mbufmux_blocked(ctx, for_send) ||
-			      sk->sk_err ||
-			      (sk->sk_shutdown & (for_send ? SEND_SHUTDOWN :
-						  RCV_SHUTDOWN)), &wait);
+		if (for_send && sk->sk_socket)
+			set_bit(SOCK_NOSPACE, &sk->sk_socket->flags);
+		/* A refused connect(AF_UNSPEC) does not concern us: the
+		 * loop looks again, whatever sk_wait_event() says.
+		 */
+		sk_wait_event(sk, timeo, !mbufmux_must_wait(sk, ctx, for_send) ||
+			      READ_ONCE(sk->sk_err) ||
+			      (READ_ONCE(sk->sk_shutdown) &
+			       (for_send ? SEND_SHUTDOWN : RCV_SHUTDOWN)), &wait);
 	}
 	remove_wait_queue(sk_sleep(sk), &wait);
 	return err;
+}
+
+/*
+ * Hand @len bytes of @msg straight to TCP: nothing is staged, so nothing
+ * must go before them, and the socket's buffer covers them in TCP as it
+ * would here. Control messages are ignored, as when the bytes are staged.
+ * Returns what TCP took, or its error (-EAGAIN when it is full).
+ */
+static int mbufmux_write_through(struct sock *sk, struct mbufmux_sock *ctx,
+				 struct msghdr *msg, size_t len)
+{
+	size_t controllen = msg->msg_controllen;
+	size_t left = msg_data_left(msg);
+	int flags = msg->msg_flags;
+	int ret;
+
+	msg->msg_flags = MSG_DONTWAIT | MSG_NOSIGNAL |
+			 (flags & MSG_SPLICE_PAGES_COMPAT);
+	msg->msg_controllen = 0;
+	iov_iter_truncate(&msg->msg_iter, len);
+	WRITE_ONCE(ctx->pushing, true);
+	ret = tcp_sendmsg_locked(sk, msg, len);
+	WRITE_ONCE(ctx->pushing, false);
+	iov_iter_reexpand(&msg->msg_iter, left - max(ret, 0));
+	msg->msg_controllen = controllen;
+	msg->msg_flags = flags;
+	return ret;
+}
+
+/* Copy up to @len bytes of @msg behind the staged ones. */
+static int mbufmux_stage(struct mbufmux_sock *ctx, char *buf,
+			 struct msghdr *msg, size_t len)
+{
+	size_t copied;
+
+	/* Keep the free space in one piece at the end. */
+	if (ctx->head + ctx->staged + len > mbufmux_size()) {
+		memmove(buf, buf + ctx->head, ctx->staged);
+		ctx->head = 0;
+	}
+	copied = copy_from_iter(buf + ctx->head + ctx->staged, len,
+				&msg->msg_iter);
+	if (!copied)
+		return -EFAULT;
+	WRITE_ONCE(ctx->staged, ctx->staged + copied);
+	return copied;
 }
 
 #define MBUFMUX_SEND_FLAGS (MSG_MORE | MSG_DONTWAIT | MSG_NOSIGNAL | \
 			    MSG_EOR | MSG_WAITALL | MSG_CMSG_COMPAT | \
 			    MSG_BATCH | MSG_SENDPAGE_NOTLAST_COMPAT)
 
+static int mbufmux_send_error(struct sock *sk)
+{
+	if (sk->sk_err)
+		return sock_error(sk);
+	if ((sk->sk_shutdown & SEND_SHUTDOWN) ||
+	    !((1 << sk->sk_state) & (TCPF_ESTABLISHED | TCPF_CLOSE_WAIT)))
+		return -EPIPE;
+	return 0;
+}
+
 static int mbufmux_sendmsg(struct sock *sk, struct msghdr *msg, size_t size)
 {
 	struct mbufmux_sock *ctx = mbufmux_sk_ctx(sk);
 	int flags = msg->msg_flags;
-	unsigned int space;
-	size_t copied = 0;
-	int err = 0;
-	char *buf;
+	bool more = (flags & (MSG_MORE | MSG_SENDPAGE_NOTLAST_COMPAT)) &&
+		    !(flags & MSG_EOR);
+	size_t copied = 0, left, len;
+	unsigned int room;
+	int err = 0, ret;
 	long timeo;
+	char *buf;
 
 	/* Data is copied into the buffer: spliced pages are just a source. */
 	if (flags & ~(MBUFMUX_SEND_FLAGS | MSG_SPLICE_PAGES_COMPAT))
@@ -665,58 +974,53 @@ static int mbufmux_sendmsg(struct sock *sk, struct msghdr *msg, size_t size)
 	lock_sock(sk);
 	timeo = sock_sndtimeo(sk, flags & MSG_DONTWAIT);
 	while (msg_data_left(msg)) {
-		if (sk->sk_err) {
-			err = sock_error(sk);
+		err = mbufmux_send_error(sk);
+		if (err)
 			break;
-		}
-		if ((sk->sk_shutdown & SEND_SHUTDOWN) ||
-		    !((1 << sk->sk_state) & (TCPF_ESTABLISHED | TCPF_CLOSE_WAIT))) {
-			err = -EPIPE;
-			break;
-		}
 
+		/* Never kept across a wait: a callback may give it back. */
 		buf = NULL;
 		if (mbufmux_user_take(ctx))
 			buf = mbufmux_get(&ctx->waiter, ctx->margin);
-		if (!buf) {
-			err = mbufmux_wait_unparked(sk, ctx, &timeo, true);
+		room = buf ? mbufmux_room(sk, ctx) : 0;
+		if (!room) {
+			/* Full: TCP must transmit before more can come. */
+			if (buf)
+				mbufmux_flush(sk, ctx);
+			err = mbufmux_wait(sk, ctx, &timeo, true);
 			if (err)
 				break;
 			continue;
 		}
+		left = msg_data_left(msg);
+		len = min_t(size_t, room, left);
 
-		if (ctx->tail == mbufmux_pool_buf_size(tcp_pool)) {
-			/* Full: make room by pushing, else wait for TCP. */
-			ctx->hold = true;
-			err = mbufmux_push(sk, ctx);
-			if (err == -EAGAIN)
-				err = sk_stream_wait_memory(sk, &timeo);
-			if (err)
-				break;
-			continue;
-		}
-
-		space = mbufmux_pool_buf_size(tcp_pool) - ctx->tail;
-		space = copy_from_iter(buf + ctx->tail,
-				       min_t(size_t, space, msg_data_left(msg)),
-				       &msg->msg_iter);
-		if (!space) {
-			err = -EFAULT;
+		/*
+		 * With nothing staged the bytes may go straight to TCP, but
+		 * for small MSG_MORE writes: those the buffer coalesces.
+		 */
+		ret = -EAGAIN;
+		if (!ctx->staged && (!more || room <= left))
+			ret = mbufmux_write_through(sk, ctx, msg, len);
+		if (ret == -EAGAIN || !ret)
+			ret = mbufmux_stage(ctx, buf, msg, len);
+		if (ret < 0) {
+			err = ret;
 			break;
 		}
-		ctx->tail += space;
-		copied += space;
+		copied += ret;
+		/* A full buffer goes on, held bytes and all. */
+		if (mbufmux_unsent(sk, ctx) >= mbufmux_size())
+			mbufmux_flush(sk, ctx);
 	}
 
-	/* Hold the bytes for more, or push them now. */
-	ctx->hold = (flags & (MSG_MORE | MSG_SENDPAGE_NOTLAST_COMPAT)) &&
-		    !(flags & MSG_EOR) && !err;
-	if (!ctx->hold) {
-		int perr = mbufmux_push(sk, ctx);
-
-		if (perr && perr != -EAGAIN && !copied)
-			err = perr;
-	}
+	/* A send without MSG_MORE is a flush mark: all before it goes. */
+	if (!more || err)
+		WRITE_ONCE(ctx->flushed, ctx->staged);
+	ret = mbufmux_push(sk, ctx);
+	if (ret && ret != -EAGAIN && !copied)
+		err = ret;
+	mbufmux_settle(sk, ctx);
 	release_sock(sk);
 
 	if (copied)
@@ -732,12 +1036,11 @@ static int mbufmux_recvmsg(struct sock *sk, struct msghdr *msg, size_t len,
 	struct mbufmux_sock *ctx = mbufmux_sk_ctx(sk);
 	int err;
 
-	if (mbufmux_parked(ctx) &&
-	    READ_ONCE(ctx->block) == MBUFMUX_BLOCK_BOTH) {
+	if (mbufmux_recv_blocked(sk, ctx)) {
 		long timeo = sock_rcvtimeo(sk, flags & MSG_DONTWAIT);
 
 		lock_sock(sk);
-		err = mbufmux_wait_unparked(sk, ctx, &timeo, false);
+		err = mbufmux_wait(sk, ctx, &timeo, false);
 		release_sock(sk);
 		if (err)
 			return err;
@@ -755,55 +1058,123 @@ static __poll_t mbufmux_poll(struct file *file, struct socket *sock,
 
 	ops = sk->sk_family == AF_INET6 ? saved_tcpv6_ops : &inet_stream_ops;
 	mask = ops->poll(file, sock, wait);
-
 	ctx = mbufmux_sk_ctx(sk);
-	if (!mbufmux_parked(ctx))
-		return mask;
-	/* Parked: not writable, and not readable unless told otherwise;
-	 * errors, hang-ups and end of file still show.
+
+	/*
+	 * Writable: the socket can take bytes now, into its buffer (even when
+	 * TCP's own queue is full); parked, not at all. Shut down for writing,
+	 * as TCP says (writable, so that send() reports it), and so on a
+	 * hang-up or an error: the socket's send() fails at once.
 	 */
-	mask &= ~(EPOLLOUT | EPOLLWRNORM | EPOLLWRBAND);
-	if (READ_ONCE(ctx->block) == MBUFMUX_BLOCK_BOTH &&
+	if (mbufmux_parked(ctx)) {
+		mask &= ~(EPOLLOUT | EPOLLWRNORM | EPOLLWRBAND);
+	} else if (!(mask & (EPOLLERR | EPOLLHUP)) &&
+		   !(READ_ONCE(sk->sk_shutdown) & SEND_SHUTDOWN)) {
+		mask &= ~(EPOLLOUT | EPOLLWRNORM | EPOLLWRBAND);
+		if (mbufmux_writable(sk, ctx))
+			mask |= EPOLLOUT | EPOLLWRNORM;
+	}
+	/* Errors, hang-ups and end of file can always be read. */
+	if (mbufmux_recv_blocked(sk, ctx) &&
 	    !(mask & (EPOLLERR | EPOLLRDHUP | EPOLLHUP)))
 		mask &= ~(EPOLLIN | EPOLLRDNORM | EPOLLRDBAND | EPOLLPRI);
 	return mask;
 }
 
 /*
- * shutdown(SHUT_WR): the staged bytes go before the FIN. Nothing can be
- * sent afterwards, so the socket gives its buffer back, or its place in
- * the queue (a parked socket may read again). Called by inet_shutdown()
- * under the socket lock; the waiter's callback does not take it, so the
- * cancel may wait for the callback here.
+ * shutdown(SHUT_WR): the staged bytes go to TCP before the FIN, past its
+ * limits. Nothing can be sent afterwards: a parked socket leaves the queue
+ * (and may read again), and the buffer goes back once TCP has transmitted
+ * what it covers (at once, or from the write-space callback). Called by
+ * inet_shutdown() under the socket lock; the waiter's callback does not
+ * take it, so the cancel may wait for the callback here.
  */
 static void mbufmux_shutdown(struct sock *sk, int how)
 {
 	struct mbufmux_sock *ctx = mbufmux_sk_ctx(sk);
-	u8 shutdown = sk->sk_shutdown;
+	int err;
 
 	if (how & SEND_SHUTDOWN) {
-		if (mbufmux_staged(ctx)) {
+		if (ctx->staged) {
 			/* inet_shutdown() marked the socket already; with its
 			 * lock held, no sender can slip in while it is lifted.
+			 * The push may process the backlog: what TCP sets in
+			 * sk_shutdown meanwhile (a FIN, a reset) stays.
 			 */
-			WRITE_ONCE(sk->sk_shutdown, shutdown & ~SEND_SHUTDOWN);
-			mbufmux_push_all(sk, ctx);
-			WRITE_ONCE(sk->sk_shutdown, shutdown);
+			WRITE_ONCE(sk->sk_shutdown,
+				   sk->sk_shutdown & ~SEND_SHUTDOWN);
+			err = mbufmux_push_force(sk, ctx);
+			WRITE_ONCE(sk->sk_shutdown,
+				   sk->sk_shutdown | SEND_SHUTDOWN);
+			if (err)
+				mbufmux_drop(sk, ctx, err);
 		}
-		ctx->hold = false;
-		mbufmux_cancel(&ctx->waiter);
-		mbufmux_user_put(ctx);
+		if (mbufmux_parked(ctx)) {
+			mbufmux_cancel(&ctx->waiter);
+			mbufmux_user_put(ctx);
+		}
 	}
 	ctx->sk_proto->shutdown(sk, how);
-	if (how & SEND_SHUTDOWN)
+	if (how & SEND_SHUTDOWN) {
+		mbufmux_settle(sk, ctx);
 		mbufmux_wake(sk);
+	}
 }
 
-/* connect(AF_UNSPEC) would take the socket back to where it could listen. */
+/*
+ * connect(AF_UNSPEC) would take the socket back to where it could listen.
+ * The core has counted a disconnect before asking: a thread sleeping in
+ * TCP's recvmsg() on the socket returns EPIPE (those sleeping in the
+ * ULP's waits do not), and a later connect() fails with EINVAL.
+ */
 static int mbufmux_disconnect(struct sock *sk, int flags)
 {
 	return -EOPNOTSUPP;
 }
+
+/* TCP's not-sent low-water mark, lifted while close or shutdown push. */
+static bool mbufmux_stream_memory_free(const struct sock *sk, int wake)
+{
+	const struct mbufmux_sock *ctx = mbufmux_sk_ctx(sk);
+
+	if (READ_ONCE(ctx->forcing))
+		return true;
+	return ctx->sk_proto->stream_memory_free(sk, wake);
+}
+
+/* SIOCOUTQ and SIOCOUTQNSD count the staged bytes too. */
+static int mbufmux_outq(struct sock *sk, int cmd, int *answ)
+{
+	const struct mbufmux_sock *ctx = mbufmux_sk_ctx(sk);
+	const struct tcp_sock *tp = tcp_sk(sk);
+	u32 seq;
+
+	if (cmd != SIOCOUTQ && cmd != SIOCOUTQNSD)
+		return -ENOIOCTLCMD;
+	seq = cmd == SIOCOUTQ ? READ_ONCE(tp->snd_una) : READ_ONCE(tp->snd_nxt);
+	*answ = READ_ONCE(tp->write_seq) - seq + mbufmux_staged(ctx);
+	return 0;
+}
+
+#ifdef MBUFMUX_IOCTL_KARG
+static int mbufmux_ioctl(struct sock *sk, int cmd, int *karg)
+{
+	struct mbufmux_sock *ctx = mbufmux_sk_ctx(sk);
+	int err = mbufmux_outq(sk, cmd, karg);
+
+	return err == -ENOIOCTLCMD ? ctx->sk_proto->ioctl(sk, cmd, karg) : err;
+}
+#else
+static int mbufmux_ioctl(struct sock *sk, int cmd, unsigned long arg)
+{
+	struct mbufmux_sock *ctx = mbufmux_sk_ctx(sk);
+	int answ, err = mbufmux_outq(sk, cmd, &answ);
+
+	if (err == -ENOIOCTLCMD)
+		return ctx->sk_proto->ioctl(sk, cmd, arg);
+	return put_user(answ, (int __user *)arg);
+}
+#endif
 
 static void mbufmux_ctx_free_rcu(struct rcu_head *head)
 {
@@ -812,26 +1183,40 @@ static void mbufmux_ctx_free_rcu(struct rcu_head *head)
 
 static void mbufmux_close(struct sock *sk, long timeout)
 {
-	struct inet_connection_sock *icsk = inet_csk(sk);
 	struct mbufmux_sock *ctx = mbufmux_sk_ctx(sk);
 	struct proto *sk_proto = ctx->sk_proto;
+	bool keep;
+	int err;
 
 	lock_sock(sk);
-	mbufmux_push_all(sk, ctx);
+	if (sock_flag(sk, SOCK_LINGER) && !sk->sk_lingertime) {
+		/* An abortive close: TCP drops its own queue too. */
+		mbufmux_drop(sk, ctx, -ECONNABORTED);
+	} else if (ctx->staged) {
+		err = mbufmux_push_force(sk, ctx);
+		if (err)
+			mbufmux_drop(sk, ctx, err);
+	}
 	ctx->closing = true;
+	/*
+	 * The buffer stays with TCP's bytes until TCP has transmitted them
+	 * or given up, and TCP destroys the socket (mbufmux_release()).
+	 */
+	keep = mbufmux_holds(ctx) && mbufmux_notsent(sk) && !mbufmux_dead(sk);
 	write_lock_bh(&sk->sk_callback_lock);
-	rcu_assign_pointer(icsk->icsk_ulp_data, NULL);
 	WRITE_ONCE(sk->sk_prot, sk_proto);
 	if (sk->sk_write_space == mbufmux_write_space)
 		sk->sk_write_space = ctx->sk_write_space;
+	if (sk->sk_error_report == mbufmux_error_report)
+		sk->sk_error_report = ctx->sk_error_report;
 	write_unlock_bh(&sk->sk_callback_lock);
 	release_sock(sk);
 
 	/*
-	 * The write-space callback is TCP's again and ran under the socket
-	 * lock we just took, so nothing can queue the tx work any more;
-	 * disabling it also keeps a late queue_work() from reviving it.
-	 * Neither may run under the socket lock: the tx work takes it.
+	 * The callbacks are TCP's again and ran under the socket lock we
+	 * just took, so nothing can queue the tx work any more; disabling it
+	 * also keeps a late queue_work() from reviving it. Neither may run
+	 * under the socket lock: the tx work takes it.
 	 */
 #ifdef MBUFMUX_HAVE_DISABLE_WORK
 	if (disable_work_sync(&ctx->tx_work))
@@ -839,10 +1224,32 @@ static void mbufmux_close(struct sock *sk, long timeout)
 	if (cancel_work_sync(&ctx->tx_work))
 #endif
 		sock_put(sk);
-	mbufmux_cancel(&ctx->waiter);
-	mbufmux_user_detach(ctx);
-
+	if (keep) {
+		/* No callback may run once the socket is gone. */
+		mbufmux_waiter_flush(&ctx->waiter);
+	} else {
+		mbufmux_cancel(&ctx->waiter);
+		mbufmux_user_detach(ctx);
+	}
 	sk_proto->close(sk, timeout);
+}
+
+/*
+ * TCP destroys the socket (tcp_cleanup_ulp(), in any context, the socket
+ * dead): the buffer a closed socket kept for its last bytes goes back, and
+ * the context after the readers of icsk_ulp_data.
+ */
+static void mbufmux_release(struct sock *sk)
+{
+	struct inet_connection_sock *icsk = inet_csk(sk);
+	struct mbufmux_sock *ctx = mbufmux_sk_ctx(sk);
+
+	if (!ctx)
+		return;
+	WARN_ON_ONCE(!ctx->closing);
+	rcu_assign_pointer(icsk->icsk_ulp_data, NULL);
+	mbufmux_sock_put(ctx);
+	mbufmux_user_detach(ctx);
 	call_rcu(&ctx->rcu, mbufmux_ctx_free_rcu);
 }
 
@@ -864,15 +1271,15 @@ static int mbufmux_getsockopt(struct sock *sk, int level, int optname,
 	switch (optname) {
 	case MBUFMUX_INFO:
 		lock_sock(sk);
-		if (mbufmux_waiter_buf(&ctx->waiter))
+		if (mbufmux_holds(ctx))
 			info.flags |= MBUFMUX_F_HOLDS_BUF;
 		if (mbufmux_parked(ctx))
 			info.flags |= MBUFMUX_F_PARKED;
 		if (READ_ONCE(ctx->user_parked))
 			info.flags |= MBUFMUX_F_USER_CAP;
 		info.block = ctx->block;
-		info.buf_size = mbufmux_pool_buf_size(tcp_pool);
-		info.staged = mbufmux_staged(ctx);
+		info.buf_size = mbufmux_size();
+		info.staged = ctx->staged;
 		/* Parked on the pool's queue or on the user's, both count. */
 		info.waits = READ_ONCE(ctx->waiter.waits) +
 			     READ_ONCE(ctx->user_waits);
@@ -898,15 +1305,36 @@ static int mbufmux_getsockopt(struct sock *sk, int level, int optname,
 	return put_user(len, optlen);
 }
 
+/* TCP_NODELAY set, TCP_CORK cleared: TCP pushes its queue, we ours. */
+static bool mbufmux_flushes(int level, int optname, sockptr_t optval,
+			    unsigned int optlen)
+{
+	int val;
+
+	if (level != SOL_TCP || (optname != TCP_NODELAY && optname != TCP_CORK))
+		return false;
+	if (optlen < sizeof(int) || copy_from_sockptr(&val, optval, sizeof(val)))
+		return false;
+	return optname == TCP_NODELAY ? val : !val;
+}
+
 static int mbufmux_setsockopt(struct sock *sk, int level, int optname,
 			      sockptr_t optval, unsigned int optlen)
 {
 	struct mbufmux_sock *ctx = mbufmux_sk_ctx(sk);
-	int val;
+	int val, err;
 
-	if (level != SOL_MBUFMUX)
-		return ctx->sk_proto->setsockopt(sk, level, optname, optval,
-						 optlen);
+	if (level != SOL_MBUFMUX) {
+		err = ctx->sk_proto->setsockopt(sk, level, optname, optval,
+						optlen);
+		if (err || !mbufmux_flushes(level, optname, optval, optlen))
+			return err;
+		lock_sock(sk);
+		mbufmux_flush(sk, ctx);
+		mbufmux_settle(sk, ctx);
+		release_sock(sk);
+		return 0;
+	}
 	if (optname != MBUFMUX_BLOCK)
 		return -ENOPROTOOPT;
 	if (optlen < sizeof(int))
@@ -948,6 +1376,8 @@ static void mbufmux_build_proto(struct proto *prot, const struct proto *base,
 	prot->disconnect = mbufmux_disconnect;
 	prot->getsockopt = mbufmux_getsockopt;
 	prot->setsockopt = mbufmux_setsockopt;
+	prot->stream_memory_free = mbufmux_stream_memory_free;
+	prot->ioctl = mbufmux_ioctl;
 #ifdef MBUFMUX_HAVE_SENDPAGE
 	prot->sendpage = mbufmux_sendpage;
 #endif
@@ -1042,6 +1472,8 @@ static int mbufmux_tcp_init(struct sock *sk)
 	rcu_assign_pointer(icsk->icsk_ulp_data, ctx);
 	ctx->sk_write_space = sk->sk_write_space;
 	sk->sk_write_space = mbufmux_write_space;
+	ctx->sk_error_report = sk->sk_error_report;
+	sk->sk_error_report = mbufmux_error_report;
 	WRITE_ONCE(sk->sk_prot, &mbufmux_prots[ver]);
 	WRITE_ONCE(sk->sk_socket->ops, &mbufmux_proto_ops[ver]);
 	write_unlock_bh(&sk->sk_callback_lock);
@@ -1052,6 +1484,7 @@ static struct tcp_ulp_ops mbufmux_tcp_ulp_ops __read_mostly = {
 	.name		= "mbufmux",
 	.owner		= THIS_MODULE,
 	.init		= mbufmux_tcp_init,
+	.release	= mbufmux_release,
 };
 
 static int __init mbufmux_tcp_module_init(void)

@@ -29,10 +29,12 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 
 #include <linux/capability.h>
+#include <linux/sockios.h>
 
 #include "mbufmux.h"
 #include "kselftest_harness.h"
@@ -848,16 +850,25 @@ fail:
 	return -1;
 }
 
+/* Bytes accepted and not transmitted yet: staged, or queued in TCP. */
+static inline long unsent_bytes(int fd)
+{
+	int n;
+
+	return ioctl(fd, SIOCOUTQNSD, &n) ? -1 : n;
+}
+
 /*
- * send_backlog() until some bytes stay staged in the socket's buffer: while
- * the peer's receive window still grows, the write-space work may push
- * what was staged after send() said EAGAIN, and give the buffer back.
- * Returns the bytes sent, or -1.
+ * send_backlog() until the socket keeps unsent bytes (staged in its buffer
+ * or queued in TCP, which the buffer covers) for good, so that it holds its
+ * buffer until the peer reads: while the peer's receive window still grows
+ * (its receive queue is not full yet), TCP transmits what it held after
+ * send() said EAGAIN, and the buffer goes back. Stable once the unsent
+ * bytes stay the same over QUIET_MS. Returns the bytes sent, or -1.
  */
 static inline long send_backlog_staged(int fd, uint32_t flow)
 {
-	struct mbufmux_info info;
-	long total = 0, n;
+	long total = 0, n, unsent;
 	int tries;
 
 	for (tries = 0; tries < 100; tries++) {
@@ -865,10 +876,10 @@ static inline long send_backlog_staged(int fd, uint32_t flow)
 		if (n < 0)
 			return -1;
 		total += n;
-		sleep_ms(20);
-		if (info_get(fd, &info))
-			return -1;
-		if (info.staged)
+		unsent = unsent_bytes(fd);
+		sleep_ms(QUIET_MS);
+		if (unsent > 0 && unsent_bytes(fd) == unsent &&
+		    (info_flags(fd) & MBUFMUX_F_HOLDS_BUF))
 			return total;
 	}
 	return -1;
