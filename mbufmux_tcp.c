@@ -179,6 +179,10 @@ MODULE_PARM_DESC(reserve, "buffers only CAP_NET_ADMIN sockets may take (below li
  * @block: enum mbufmux_block
  * @pushing: in tcp_sendmsg_locked(), which may run the write-space
  *	callback from the backlog: that callback leaves the buffer alone
+ * @sending: in sendmsg(), which may sleep for room with the lock
+ *	released: the buffer stays for it, to be settled when it returns
+ * @used: the buffer has covered bytes since the socket got it: once it
+ *	has drained while others wait, its turn is over
  * @forcing: handing TCP the staged bytes past its not-sent low-water
  *	mark (close, shutdown); read by mbufmux_stream_memory_free()
  * @closing: close() has run; the context lives on, with the buffer if
@@ -212,6 +216,8 @@ struct mbufmux_sock {
 	struct list_head user_node;
 	u8 block;
 	bool pushing;
+	bool sending;
+	bool used;
 	bool forcing;
 	bool closing;
 	bool user_slot;
@@ -603,28 +609,59 @@ static void mbufmux_wake_writers(struct sock *sk)
 static void mbufmux_sock_put(struct mbufmux_sock *ctx)
 {
 	ctx->head = 0;
+	ctx->used = false;
 	mbufmux_put(&ctx->waiter);
 	mbufmux_user_put(ctx);
 }
 
 /*
- * Give the buffer back once everything it covered has been transmitted;
- * otherwise have TCP call the write-space callback when it makes progress
- * (it does so only while SOCK_NOSPACE is set). Under the socket lock, as
- * defined at struct mbufmux_sock: TCP transmits only under it too, so the
- * flag cannot be missed. Returns true if the buffer went back.
+ * Give the buffer back once everything it covered has been transmitted,
+ * unless a send() in progress goes on with it; otherwise have TCP call the
+ * write-space callback when it makes progress (it does so only while
+ * SOCK_NOSPACE is set). Under the socket lock, as defined at struct
+ * mbufmux_sock: TCP transmits only under it too, so the flag cannot be
+ * missed. Returns true if the buffer went back.
  */
 static bool mbufmux_settle(struct sock *sk, struct mbufmux_sock *ctx)
 {
 	if (!mbufmux_holds(ctx))
 		return false;
-	if (!ctx->staged && !mbufmux_notsent(sk)) {
+	if (!ctx->staged && !mbufmux_notsent(sk) && !READ_ONCE(ctx->sending)) {
 		mbufmux_sock_put(ctx);
 		return true;
 	}
 	if (sk->sk_socket)
 		set_bit(SOCK_NOSPACE, &sk->sk_socket->flags);
 	return false;
+}
+
+/*
+ * Hand @len bytes of @msg to TCP, @added of them new to what the buffer
+ * covers. When they fill the buffer, TCP must transmit them now, partial
+ * segment and all, since the program can give no more until it has: TCP
+ * does the same for its own queue, pushing past Nagle and cork when its
+ * send buffer is full (TCP_NAGLE_PUSH in tcp_sendmsg_locked()). With
+ * @pushing set, a write-space callback run from the backlog meanwhile
+ * leaves the buffer alone.
+ */
+static int mbufmux_tcp_send(struct sock *sk, struct mbufmux_sock *ctx,
+			    struct msghdr *msg, size_t len, size_t added)
+{
+	struct tcp_sock *tp = tcp_sk(sk);
+	u8 nonagle = tp->nonagle;
+	bool full;
+	int ret;
+
+	full = mbufmux_unsent(sk, ctx) + added >= mbufmux_size();
+	if (full)
+		tp->nonagle = TCP_NAGLE_OFF | TCP_NAGLE_PUSH;
+	WRITE_ONCE(ctx->pushing, true);
+	ret = tcp_sendmsg_locked(sk, msg, len);
+	WRITE_ONCE(ctx->pushing, false);
+	/* What was queued has been pushed: no TCP_NAGLE_PUSH left over. */
+	if (full)
+		tp->nonagle = nonagle & ~TCP_NAGLE_PUSH;
+	return ret;
 }
 
 /*
@@ -641,7 +678,6 @@ static int mbufmux_push(struct sock *sk, struct mbufmux_sock *ctx)
 	int ret = 0;
 
 	sock_owned_by_me(sk);
-	WRITE_ONCE(ctx->pushing, true);
 	while (len) {
 		iov.iov_base = buf + ctx->head;
 		iov.iov_len = len;
@@ -652,7 +688,7 @@ static int mbufmux_push(struct sock *sk, struct mbufmux_sock *ctx)
 		 */
 		msg.msg_flags = MSG_DONTWAIT | MSG_NOSIGNAL;
 		iov_iter_kvec(&msg.msg_iter, ITER_SOURCE, &iov, 1, len);
-		ret = tcp_sendmsg_locked(sk, &msg, len);
+		ret = mbufmux_tcp_send(sk, ctx, &msg, len, 0);
 		if (ret <= 0)
 			break;
 		ctx->head += ret;
@@ -662,7 +698,6 @@ static int mbufmux_push(struct sock *sk, struct mbufmux_sock *ctx)
 		len -= ret;
 		ret = 0;
 	}
-	WRITE_ONCE(ctx->pushing, false);
 	if (!ctx->staged)
 		ctx->head = 0;
 	return ret;
@@ -913,9 +948,7 @@ static int mbufmux_write_through(struct sock *sk, struct mbufmux_sock *ctx,
 			 (flags & MSG_SPLICE_PAGES_COMPAT);
 	msg->msg_controllen = 0;
 	iov_iter_truncate(&msg->msg_iter, len);
-	WRITE_ONCE(ctx->pushing, true);
-	ret = tcp_sendmsg_locked(sk, msg, len);
-	WRITE_ONCE(ctx->pushing, false);
+	ret = mbufmux_tcp_send(sk, ctx, msg, len, len);
 	iov_iter_reexpand(&msg->msg_iter, left - max(ret, 0));
 	msg->msg_controllen = controllen;
 	msg->msg_flags = flags;
@@ -973,10 +1006,19 @@ static int mbufmux_sendmsg(struct sock *sk, struct msghdr *msg, size_t size)
 
 	lock_sock(sk);
 	timeo = sock_sndtimeo(sk, flags & MSG_DONTWAIT);
+	WRITE_ONCE(ctx->sending, true);
 	while (msg_data_left(msg)) {
 		err = mbufmux_send_error(sk);
 		if (err)
 			break;
+
+		/*
+		 * Drained while others wait: the buffer goes to them, and
+		 * this send queues behind them for its next turn.
+		 */
+		if (ctx->used && mbufmux_holds(ctx) &&
+		    !mbufmux_unsent(sk, ctx) && mbufmux_contended(ctx))
+			mbufmux_sock_put(ctx);
 
 		/* Never kept across a wait: a callback may give it back. */
 		buf = NULL;
@@ -1008,6 +1050,7 @@ static int mbufmux_sendmsg(struct sock *sk, struct msghdr *msg, size_t size)
 			err = ret;
 			break;
 		}
+		ctx->used = true;
 		copied += ret;
 		/* A full buffer goes on, held bytes and all. */
 		if (mbufmux_unsent(sk, ctx) >= mbufmux_size())
@@ -1020,6 +1063,7 @@ static int mbufmux_sendmsg(struct sock *sk, struct msghdr *msg, size_t size)
 	ret = mbufmux_push(sk, ctx);
 	if (ret && ret != -EAGAIN && !copied)
 		err = ret;
+	WRITE_ONCE(ctx->sending, false);
 	mbufmux_settle(sk, ctx);
 	release_sock(sk);
 
