@@ -4,14 +4,17 @@
  *
  *   ulp_bench stream [-s SECS] [-r REPS] [-f FLUSH] [-w SIZE] [-n FLOWS] [-m MODE]
  *	Throughput of 1 and 16 flows, each a sender and a receiver thread:
- *	64 KiB writes (plain on both), and 64-byte writes: plain send() on
- *	TCP against send(MSG_MORE) under the ULP with a send without it every
- *	FLUSH writes (the ULP also pushes every buffer-full); TCP with the
- *	same MSG_MORE batching is measured too. The cells run in turn, REPS
- *	times, so that noise hits them alike; each figure is the median.
+ *	64 KiB writes (plain on both), and 64-byte writes: plain send()s on
+ *	TCP and under the ULP (ulp_plain), and send(MSG_MORE) under the ULP
+ *	with a send without it every FLUSH writes (the ULP also pushes every
+ *	buffer-full); TCP with the same MSG_MORE batching is measured too.
+ *	The cells run in turn, REPS rounds, each ULP cell right before the
+ *	TCP cell it is compared with (ULP, TCP, ULP, TCP, ...), so that noise
+ *	hits a pair alike; each figure is the median, each ratio the median
+ *	of the pairs' ratios, with their min and max.
  *	-w, -n and -m run only the cells of that write size (65536 or 64),
- *	flow count (1 or 16) or mode (tcp, ulp, tcp_more, null_floor), to
- *	profile one; the others then report 0.
+ *	flow count (1 or 16) or mode (tcp, ulp, tcp_more, null_floor,
+ *	ulp_plain), to profile one; the others then report 0.
  *
  *   ulp_bench scale [-c CONNS] [-b BYTES] [-m MSGS] [-t | -u] [-T TIMEOUT]
  *	CONNS connections at once, each writing BYTES in MSGS messages from
@@ -58,6 +61,7 @@
 #define ULP_NAME	"mbufmux"
 #define STATS_PATH	"/sys/kernel/debug/mbufmux/tcp/stats"
 #define MAX_FLOWS	64
+#define ARRAY_SIZE(a)	((int)(sizeof(a) / sizeof((a)[0])))
 #define MAX_REPS	15
 
 static void die(const char *what)
@@ -90,18 +94,48 @@ static double median(const double *v, int n)
 	return n % 2 ? s[n / 2] : (s[n / 2 - 1] + s[n / 2]) / 2;
 }
 
-/*
- * The median of the ratios @a[r] / @b[r]: each pair ran in the same round,
- * one after the other, so that slow drifts of the host's load cancel.
- */
-static double paired_ratio(const double *a, const double *b, int n)
-{
+/* The ratios of the pairs, each run in the same round one after the other. */
+struct pairs {
 	double q[MAX_REPS];
+	double med, min, max;
+	int n;
+};
+
+/*
+ * The median of the ratios @a[r] / @b[r] (and their min and max): each
+ * pair ran in the same round, one right after the other, so that slow
+ * drifts of the host's load cancel.
+ */
+static struct pairs paired(const double *a, const double *b, int n)
+{
+	struct pairs p = { .n = n };
 	int r;
 
-	for (r = 0; r < n; r++)
-		q[r] = b[r] > 0 ? a[r] / b[r] : 0;
-	return median(q, n);
+	for (r = 0; r < n; r++) {
+		p.q[r] = b[r] > 0 ? a[r] / b[r] : 0;
+		if (!r || p.q[r] < p.min)
+			p.min = p.q[r];
+		if (!r || p.q[r] > p.max)
+			p.max = p.q[r];
+	}
+	p.med = median(p.q, n);
+	return p;
+}
+
+static double paired_ratio(const double *a, const double *b, int n)
+{
+	return paired(a, b, n).med;
+}
+
+/* JSON: "NAME": median, "NAME_pairs": [...], "NAME_spread": [min, max] */
+static void print_pairs(const char *name, const struct pairs *p)
+{
+	int r;
+
+	printf("\"%s\": %.3f, \"%s_pairs\": [", name, p->med, name);
+	for (r = 0; r < p->n; r++)
+		printf("%s%.3f", r ? ", " : "", p->q[r]);
+	printf("], \"%s_spread\": [%.3f, %.3f]", name, p->min, p->max);
 }
 
 /* Jain's fairness index: (sum x)^2 / (n * sum x^2), 1 when all are equal. */
@@ -204,9 +238,20 @@ static long long pool_stat(const char *name)
  * M_NULL: the same writes to /dev/null, no socket: the cost of the system
  * call alone, a ceiling for any send path (small writes only).
  */
-enum mode { M_TCP, M_ULP, M_TCP_MORE, M_NULL, M_NR };
+/* M_ULP_PLAIN: the ULP with plain send()s, no MSG_MORE (as M_TCP). */
+enum mode { M_TCP, M_ULP, M_TCP_MORE, M_NULL, M_ULP_PLAIN, M_NR };
 static const char * const mode_names[M_NR] = {
-	"tcp", "ulp", "tcp_more", "null_floor",
+	"tcp", "ulp", "tcp_more", "null_floor", "ulp_plain",
+};
+
+/*
+ * The order of the cells in a round, per write size: each ULP cell right
+ * before the TCP cell it is compared with (for small writes, TCP's cell
+ * sits between both ULP cells it is the baseline of).
+ */
+static const enum mode large_order[] = { M_ULP, M_TCP };
+static const enum mode small_order[] = {
+	M_ULP_PLAIN, M_TCP, M_ULP, M_TCP_MORE, M_NULL,
 };
 
 struct flow {
@@ -302,10 +347,10 @@ static double stream_run(enum mode m, size_t wsize, int flows, int flush,
 		} else {
 			connect_pair(lfd, &f[i].cli, &f[i].srv);
 		}
-		if (m == M_ULP && attach_ulp(f[i].cli))
+		if ((m == M_ULP || m == M_ULP_PLAIN) && attach_ulp(f[i].cli))
 			die("setsockopt(TCP_ULP, \"mbufmux\") (is mbufmux_tcp loaded?)");
 		f[i].wsize = wsize;
-		f[i].flush = m == M_TCP ? 0 : flush;
+		f[i].flush = (m == M_TCP || m == M_ULP_PLAIN) ? 0 : flush;
 		f[i].stop = &stop;
 		f[i].start = &start;
 		if (pthread_create(&tx[i], NULL, stream_sender, &f[i]) ||
@@ -343,12 +388,19 @@ static int cmd_stream(int argc, char **argv)
 {
 	static const size_t sizes[2] = { 65536, 64 };
 	static const char * const size_names[2] = { "large", "small" };
+	static const enum mode * const orders[2] = { large_order, small_order };
+	static const int order_len[2] = {
+		ARRAY_SIZE(large_order), ARRAY_SIZE(small_order),
+	};
 	static const int flow_counts[2] = { 1, 16 };
-	double v[2][2][M_NR][MAX_REPS], med[2][2][M_NR], ratio[2][2];
-	double secs = 1.5, key[2];
+	double v[2][2][M_NR][MAX_REPS], med[2][2][M_NR];
+	/* [size][flows]: ULP / TCP; plain: ULP without MSG_MORE / TCP */
+	struct pairs ratio[2][2], plain[2];
+	double secs = 1.5;
+	int key[2], key_plain;
 	int reps = 3, flush = 256, only_size = 0, only_flows = 0;
 	const char *only_mode = NULL;
-	int opt, s, fl, m, r;
+	int opt, s, fl, m, k, r;
 
 	memset(v, 0, sizeof(v));
 	while ((opt = getopt(argc, argv, "s:r:f:w:n:m:")) != -1) {
@@ -380,13 +432,12 @@ static int cmd_stream(int argc, char **argv)
 		return 2;
 	}
 
-	/* Interleaved: every cell once per round. */
+	/* Interleaved: every cell once per round, in pairs (ULP, TCP). */
 	for (r = 0; r < reps; r++)
 		for (s = 0; s < 2; s++)
 			for (fl = 0; fl < 2; fl++)
-				for (m = 0; m < M_NR; m++) {
-					if (s == 0 && m >= M_TCP_MORE)
-						continue;
+				for (k = 0; k < order_len[s]; k++) {
+					m = orders[s][k];
 					if ((only_size && only_size != (int)sizes[s]) ||
 					    (only_flows && only_flows != flow_counts[fl]) ||
 					    (only_mode && strcmp(only_mode, mode_names[m])))
@@ -399,14 +450,15 @@ static int cmd_stream(int argc, char **argv)
 
 	printf("  \"ulp\": {\"secs\": %.2f, \"reps\": %d, \"small_flush_every\": %d,\n",
 	       secs, reps, flush);
+	printf("%s",
+	       "    \"order\": \"per round and flow count: large ulp, tcp; small ulp_plain, tcp, ulp, tcp_more, null_floor\",\n");
 	for (s = 0; s < 2; s++) {
 		printf("    \"%s\": {\"write_size\": %zu", size_names[s], sizes[s]);
 		key[s] = 0;
 		for (fl = 0; fl < 2; fl++) {
-			printf(", \"%d\": {", flow_counts[fl]);
-			for (m = 0; m < M_NR; m++) {
-				if (s == 0 && m >= M_TCP_MORE)
-					continue;
+			printf(",\n      \"%d\": {", flow_counts[fl]);
+			for (k = 0; k < order_len[s]; k++) {
+				m = orders[s][k];
 				med[s][fl][m] = median(v[s][fl][m], reps);
 				printf("\"%s\": {\"mbytes_per_sec\": %.2f, \"runs\": [",
 				       mode_names[m], med[s][fl][m] / 1e6);
@@ -415,7 +467,7 @@ static int cmd_stream(int argc, char **argv)
 					       v[s][fl][m][r] / 1e6);
 				printf("]}, ");
 				fprintf(stderr,
-					"ulp %-5s %2d flow%s %-8s %9.2f MB/s  (runs:",
+					"ulp %-5s %2d flow%s %-10s %9.2f MB/s  (runs:",
 					size_names[s], flow_counts[fl],
 					fl ? "s" : " ", mode_names[m],
 					med[s][fl][m] / 1e6);
@@ -423,10 +475,14 @@ static int cmd_stream(int argc, char **argv)
 					fprintf(stderr, " %.2f", v[s][fl][m][r] / 1e6);
 				fprintf(stderr, ")\n");
 			}
-			ratio[s][fl] = paired_ratio(v[s][fl][M_ULP],
-						    v[s][fl][M_TCP], reps);
-			printf("\"ratio_ulp_vs_tcp\": %.3f", ratio[s][fl]);
+			ratio[s][fl] = paired(v[s][fl][M_ULP], v[s][fl][M_TCP],
+					      reps);
+			print_pairs("ratio_ulp_vs_tcp", &ratio[s][fl]);
 			if (s == 1) {
+				plain[fl] = paired(v[s][fl][M_ULP_PLAIN],
+						   v[s][fl][M_TCP], reps);
+				printf(", ");
+				print_pairs("ratio_ulp_plain_vs_tcp", &plain[fl]);
 				printf(", \"ratio_ulp_vs_tcp_more\": %.3f",
 				       paired_ratio(v[s][fl][M_ULP],
 						    v[s][fl][M_TCP_MORE], reps));
@@ -435,18 +491,40 @@ static int cmd_stream(int argc, char **argv)
 						    v[s][fl][M_TCP], reps));
 			}
 			printf("}");
-			if (!fl || ratio[s][fl] < key[s])
-				key[s] = ratio[s][fl];
+			if (ratio[s][fl].med < ratio[s][key[s]].med)
+				key[s] = fl;
 		}
 		printf("},\n");
 	}
+	key_plain = plain[1].med < plain[0].med;
 	printf("    \"key\": \"the lower ratio of 1 and 16 flows\"\n  },\n");
-	printf("  \"ulp_large_ratio\": %.3f,\n", key[0]);
-	printf("  \"ulp_small_ratio\": %.3f,\n", key[1]);
-	fprintf(stderr, "%-40s %.3f (1 flow %.3f, 16 flows %.3f)\n",
-		"ulp_large_ratio", key[0], ratio[0][0], ratio[0][1]);
-	fprintf(stderr, "%-40s %.3f (1 flow %.3f, 16 flows %.3f)\n",
-		"ulp_small_ratio", key[1], ratio[1][0], ratio[1][1]);
+	printf("  \"ulp_large_ratio\": %.3f,\n", ratio[0][key[0]].med);
+	printf("  \"ulp_large_ratio_flows\": %d,\n", flow_counts[key[0]]);
+	printf("  \"ulp_large_ratio_spread\": [%.3f, %.3f],\n",
+	       ratio[0][key[0]].min, ratio[0][key[0]].max);
+	printf("  \"ulp_small_ratio\": %.3f,\n", ratio[1][key[1]].med);
+	printf("  \"ulp_small_ratio_spread\": [%.3f, %.3f],\n",
+	       ratio[1][key[1]].min, ratio[1][key[1]].max);
+	printf("  \"ulp_small_plain_ratio\": %.3f,\n", plain[key_plain].med);
+	printf("  \"ulp_small_plain_ratio_flows\": %d,\n",
+	       flow_counts[key_plain]);
+	printf("  \"ulp_small_plain_ratio_spread\": [%.3f, %.3f],\n",
+	       plain[key_plain].min, plain[key_plain].max);
+	fprintf(stderr,
+		"%-40s %.3f (1 flow %.3f [%.3f-%.3f], 16 flows %.3f [%.3f-%.3f])\n",
+		"ulp_large_ratio", ratio[0][key[0]].med,
+		ratio[0][0].med, ratio[0][0].min, ratio[0][0].max,
+		ratio[0][1].med, ratio[0][1].min, ratio[0][1].max);
+	fprintf(stderr,
+		"%-40s %.3f (1 flow %.3f [%.3f-%.3f], 16 flows %.3f [%.3f-%.3f])\n",
+		"ulp_small_ratio", ratio[1][key[1]].med,
+		ratio[1][0].med, ratio[1][0].min, ratio[1][0].max,
+		ratio[1][1].med, ratio[1][1].min, ratio[1][1].max);
+	fprintf(stderr,
+		"%-40s %.3f (1 flow %.3f [%.3f-%.3f], 16 flows %.3f [%.3f-%.3f])\n",
+		"ulp_small_plain_ratio", plain[key_plain].med,
+		plain[0].med, plain[0].min, plain[0].max,
+		plain[1].med, plain[1].min, plain[1].max);
 	return 0;
 }
 
