@@ -26,6 +26,21 @@
  *	complete. Reports completion times and Jain's index of them. -u
  *	attaches without CAP_NET_ADMIN (the sockets then leave the reserve).
  *
+ *   ulp_bench memory [-n N[,N...]] [-c CAP] [-w SIZE] [-l LOWAT]
+ *	The unsent send memory of N senders (64 and 1024) to peers that never
+ *	read: each sender, non-blocking, writes SIZE-byte chunks until EAGAIN
+ *	or until CAP bytes were accepted (4 MiB: so that 1,024 plain senders
+ *	cannot take the VM's memory), in passes over all senders until a
+ *	pass gets nothing more accepted. Then: the sum over the senders of
+ *	SIOCOUTQNSD (bytes accepted and not yet sent; it includes the ULP's
+ *	staged bytes once the ULP reports them) and of SIOCOUTQ, the peers'
+ *	SIOCINQ, and /proc/net/sockstat's TCP "mem" (pages) before and after.
+ *	Three configurations for each N, in this order: the ULP attached
+ *	(the pool as the module is set: the bench sets limit), plain TCP,
+ *	plain TCP with TCP_NOTSENT_LOWAT = LOWAT (16384) on each sender. The
+ *	peers are closed first (unread data: a reset), then the senders, and
+ *	TCP's memory must fall back before the next configuration runs.
+ *
  * Prints a table on stderr and JSON members (no enclosing braces) on
  * stdout, for bench/vm-bench.sh; bench/README.md describes them. Exits 1
  * if a check failed, 2 on a setup error.
@@ -46,16 +61,21 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/epoll.h>
+#include <sys/ioctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 
 #include <linux/capability.h>
+#include <linux/sockios.h>
 
 #include "mbufmux.h"
 
 #ifndef TCP_ULP
 #define TCP_ULP 31
+#endif
+#ifndef SIOCOUTQNSD
+#define SIOCOUTQNSD 0x894B
 #endif
 
 #define ULP_NAME	"mbufmux"
@@ -887,14 +907,381 @@ static int cmd_scale(int argc, char **argv)
 	return failed;
 }
 
+/* memory */
+
+#define MEM_MAX_N	4096
+#define MEM_MAX_PASSES	10
+
+struct mem_cfg {
+	const char *name;
+	bool ulp;
+	bool lowat;		/* TCP_NOTSENT_LOWAT on each sender */
+};
+
+static const struct mem_cfg mem_cfgs[] = {
+	{ "ulp", true, false },
+	{ "tcp", false, false },
+	{ "tcp_lowat", false, true },
+};
+
+#define MEM_NR_CFGS	ARRAY_SIZE(mem_cfgs)
+
+struct mem_result {
+	long long accepted, unsent, unsent_max, outq, peer_inq;
+	long long staged, pool_in_use, pool_waiters;
+	long long mem_before, mem_after;	/* sockstat TCP mem, pages */
+	int at_cap, none_accepted, holding, parked, passes, errors;
+	double secs, settle_secs;
+	bool settled;
+};
+
+/* /proc/net/sockstat: "TCP: inuse I orphan O tw T alloc A mem M"; -1 if not. */
+static long long sockstat_tcp_mem(void)
+{
+	char line[256];
+	long long mem = -1;
+	FILE *f = fopen("/proc/net/sockstat", "r");
+
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f)) {
+		char *p = strstr(line, " mem ");
+
+		if (!strncmp(line, "TCP:", 4) && p) {
+			mem = atoll(p + 5);
+			break;
+		}
+	}
+	fclose(f);
+	return mem;
+}
+
+/* Three numbers of a sysctl file (tcp_mem, tcp_wmem), in @v. */
+static void sysctl3(const char *path, long long v[3])
+{
+	FILE *f = fopen(path, "r");
+
+	if (!f || fscanf(f, "%lld %lld %lld", &v[0], &v[1], &v[2]) != 3) {
+		v[0] = -1;
+		v[1] = -1;
+		v[2] = -1;
+	}
+	if (f)
+		fclose(f);
+}
+
+/* Waits (up to 10 s) for TCP's memory to fall back to @base + @slack pages. */
+static bool mem_settle(long long base, long long slack, double *secs)
+{
+	double t0 = now();
+	long long m;
+
+	do {
+		m = sockstat_tcp_mem();
+		if (m >= 0 && m <= base + slack) {
+			*secs = now() - t0;
+			return true;
+		}
+		usleep(50000);
+	} while (now() - t0 < 10);
+	*secs = now() - t0;
+	return false;
+}
+
+static void mem_run(const struct mem_cfg *cfg, int n, long long cap,
+		    size_t wsize, int lowat, const char *buf,
+		    struct mem_result *res)
+{
+	int *cli = calloc(n, sizeof(int)), *srv = calloc(n, sizeof(int));
+	long long *acc = calloc(n, sizeof(long long));
+	int lfd, i, pass;
+	double t0;
+
+	if (!cli || !srv || !acc)
+		die("calloc");
+	memset(res, 0, sizeof(*res));
+	res->mem_before = sockstat_tcp_mem();
+	lfd = listener();
+	for (i = 0; i < n; i++) {
+		connect_pair(lfd, &cli[i], &srv[i]);
+		if (cfg->ulp && attach_ulp(cli[i]))
+			die("setsockopt(TCP_ULP, \"mbufmux\") (is mbufmux_tcp loaded?)");
+		if (cfg->lowat && setsockopt(cli[i], IPPROTO_TCP,
+					     TCP_NOTSENT_LOWAT, &lowat,
+					     sizeof(lowat)))
+			die("setsockopt(TCP_NOTSENT_LOWAT)");
+		set_nonblock(cli[i]);
+	}
+	close(lfd);
+
+	/* Passes over all senders until one gets nothing more accepted. */
+	t0 = now();
+	for (pass = 0; pass < MEM_MAX_PASSES; pass++) {
+		long long got = 0;
+
+		for (i = 0; i < n; i++) {
+			while (acc[i] < cap) {
+				size_t len = wsize;
+				ssize_t ret;
+
+				if ((long long)len > cap - acc[i])
+					len = cap - acc[i];
+				ret = send(cli[i], buf, len,
+					   MSG_DONTWAIT | MSG_NOSIGNAL);
+				if (ret > 0) {
+					acc[i] += ret;
+					got += ret;
+					continue;
+				}
+				if (ret < 0 && errno == EINTR)
+					continue;
+				if (ret < 0 && errno != EAGAIN) {
+					fprintf(stderr,
+						"ulp_bench memory: %s sender %d: send: %s\n",
+						cfg->name, i, strerror(errno));
+					res->errors++;
+					acc[i] = cap + 1;	/* no more */
+				}
+				break;
+			}
+		}
+		res->passes = pass + 1;
+		if (!got)
+			break;
+		usleep(100000);
+	}
+	res->secs = now() - t0;
+	/* Let the write-space callbacks and work items run. */
+	usleep(200000);
+
+	for (i = 0; i < n; i++) {
+		int nsd = 0, outq = 0, inq = 0;
+
+		if (acc[i] > cap)
+			acc[i] = cap;	/* an error stopped it */
+		res->accepted += acc[i];
+		if (acc[i] == cap)
+			res->at_cap++;
+		if (!acc[i])
+			res->none_accepted++;
+		if (ioctl(cli[i], SIOCOUTQNSD, &nsd) || ioctl(cli[i], SIOCOUTQ, &outq) ||
+		    ioctl(srv[i], SIOCINQ, &inq))
+			die("ioctl(SIOCOUTQNSD/SIOCOUTQ/SIOCINQ)");
+		res->unsent += nsd;
+		if (nsd > res->unsent_max)
+			res->unsent_max = nsd;
+		res->outq += outq;
+		res->peer_inq += inq;
+		if (cfg->ulp) {
+			struct mbufmux_info info;
+			socklen_t len = sizeof(info);
+
+			if (!getsockopt(cli[i], SOL_MBUFMUX, MBUFMUX_INFO, &info,
+					&len)) {
+				res->staged += info.staged;
+				res->holding += !!(info.flags & MBUFMUX_F_HOLDS_BUF);
+				res->parked += !!(info.flags & MBUFMUX_F_PARKED);
+			}
+		}
+	}
+	res->mem_after = sockstat_tcp_mem();
+	if (cfg->ulp) {
+		res->pool_in_use = pool_stat("in_use");
+		res->pool_waiters = pool_stat("waiters");
+	}
+
+	/* The peers first: closing with unread data resets the connection. */
+	for (i = 0; i < n; i++)
+		close(srv[i]);
+	for (i = 0; i < n; i++)
+		close(cli[i]);
+	free(acc);
+	free(srv);
+	free(cli);
+}
+
+static void mem_print(const struct mem_cfg *cfg, int n,
+		      const struct mem_result *r, const long long tcp_mem[3])
+{
+	fprintf(stdout,
+		"\"%s\": {\"accepted_bytes\": %lld, \"unsent_bytes\": %lld, \"unsent_max_per_sender\": %lld, \"outq_bytes\": %lld, \"peer_inq_bytes\": %lld, \"senders_at_cap\": %d, \"senders_none_accepted\": %d, \"passes\": %d, \"send_errors\": %d, \"secs\": %.2f, \"sockstat_tcp_mem_pages\": {\"before\": %lld, \"after\": %lld, \"delta\": %lld}, \"settled_after\": %s, \"settle_secs\": %.2f",
+		cfg->name, r->accepted, r->unsent, r->unsent_max, r->outq,
+		r->peer_inq, r->at_cap, r->none_accepted, r->passes, r->errors,
+		r->secs, r->mem_before, r->mem_after,
+		r->mem_after - r->mem_before, r->settled ? "true" : "false",
+		r->settle_secs);
+	/* TCP's memory past tcp_mem[1] (pressure) or tcp_mem[2] (its limit) */
+	printf(", \"tcp_mem_pressure\": %s, \"tcp_mem_over_limit\": %s",
+	       r->mem_after > tcp_mem[1] ? "true" : "false",
+	       r->mem_after > tcp_mem[2] ? "true" : "false");
+	if (cfg->ulp)
+		fprintf(stdout,
+			", \"staged_bytes\": %lld, \"holding\": %d, \"parked\": %d, \"pool_in_use\": %lld, \"pool_waiters\": %lld",
+			r->staged, r->holding, r->parked, r->pool_in_use,
+			r->pool_waiters);
+	printf("},\n        ");
+	fprintf(stderr,
+		"memory %4d %-10s unsent %9.3f MB (max %7.1f KiB/sender), accepted %9.3f MB, peers' inq %8.3f MB, TCP mem %6lld -> %6lld pages",
+		n, cfg->name, r->unsent / 1e6, r->unsent_max / 1024.0,
+		r->accepted / 1e6, r->peer_inq / 1e6, r->mem_before,
+		r->mem_after);
+	if (cfg->ulp)
+		fprintf(stderr, ", pool in_use %lld, %d holding, %d parked",
+			r->pool_in_use, r->holding, r->parked);
+	if (r->at_cap)
+		fprintf(stderr, ", %d at the cap", r->at_cap);
+	if (r->mem_after > tcp_mem[1])
+		fprintf(stderr, ", past tcp_mem[%d]", r->mem_after > tcp_mem[2] ? 2 : 1);
+	fprintf(stderr, "\n");
+}
+
+static double ratio_or0(long long a, long long b)
+{
+	return b > 0 ? (double)a / b : 0;
+}
+
+static int cmd_memory(int argc, char **argv)
+{
+	int ns[8] = { 64, 1024 }, nn = 2, lowat = 16384, opt, i, c;
+	long long cap = 4LL << 20, limit, buf_size, base, tcp_mem[3], tcp_wmem[3];
+	long long in_use0;
+	size_t wsize = 65536;
+	struct mem_result res[8][MEM_NR_CFGS];
+	struct rlimit rl;
+	char *buf, *tok;
+	int failed = 0;
+
+	while ((opt = getopt(argc, argv, "n:c:w:l:")) != -1) {
+		switch (opt) {
+		case 'n':
+			nn = 0;
+			for (tok = strtok(optarg, ","); tok && nn < 8;
+			     tok = strtok(NULL, ","))
+				ns[nn++] = atoi(tok);
+			break;
+		case 'c':
+			cap = atoll(optarg);
+			break;
+		case 'w':
+			wsize = atoi(optarg);
+			break;
+		case 'l':
+			lowat = atoi(optarg);
+			break;
+		default:
+			return 2;
+		}
+	}
+	for (i = 0; i < nn; i++)
+		if (ns[i] < 1 || ns[i] > MEM_MAX_N)
+			nn = 0;
+	if (!nn || cap < 1 || wsize < 1 || lowat < 1) {
+		fprintf(stderr, "ulp_bench memory: bad -n, -c, -w or -l\n");
+		return 2;
+	}
+	rl.rlim_max = 2 * (rlim_t)MEM_MAX_N + 64;
+	rl.rlim_cur = rl.rlim_max;
+	if (setrlimit(RLIMIT_NOFILE, &rl))
+		die("setrlimit(RLIMIT_NOFILE) (root, fs.nr_open)");
+	buf = malloc(wsize);
+	if (!buf)
+		die("malloc");
+	memset(buf, 'm', wsize);
+
+	limit = pool_stat("limit");
+	buf_size = pool_stat("buf_size");
+	in_use0 = pool_stat("in_use");
+	if (limit < 0 || buf_size < 0)
+		die("read " STATS_PATH " (mbufmux_tcp loaded, debugfs mounted?)");
+	sysctl3("/proc/sys/net/ipv4/tcp_mem", tcp_mem);
+	sysctl3("/proc/sys/net/ipv4/tcp_wmem", tcp_wmem);
+	base = sockstat_tcp_mem();
+
+	for (i = 0; i < nn; i++)
+		for (c = 0; c < MEM_NR_CFGS; c++) {
+			struct mem_result *r = &res[i][c];
+
+			mem_run(&mem_cfgs[c], ns[i], cap, wsize, lowat, buf, r);
+			/* TCP's memory must be back before the next one. */
+			r->settled = mem_settle(base, 1024, &r->settle_secs);
+			if (r->errors || !r->settled)
+				failed = 1;
+		}
+
+	fprintf(stdout,
+		"  \"send_memory\": {\"pool_limit\": %lld, \"buf_size\": %lld, \"pool_bound_bytes\": %lld, \"pool_in_use_before\": %lld, \"write_size\": %zu, \"cap_per_sender_bytes\": %lld, \"notsent_lowat\": %d, \"page_size\": %ld, \"tcp_mem\": [%lld, %lld, %lld], \"tcp_wmem\": [%lld, %lld, %lld], \"sockstat_tcp_mem_pages_at_start\": %lld,\n",
+		limit, buf_size, limit * buf_size, in_use0, wsize, cap, lowat,
+		sysconf(_SC_PAGESIZE), tcp_mem[0], tcp_mem[1], tcp_mem[2],
+		tcp_wmem[0], tcp_wmem[1], tcp_wmem[2], base);
+	for (i = 0; i < nn; i++) {
+		struct mem_result *r = res[i];
+
+		printf("    \"%d\": {", ns[i]);
+		for (c = 0; c < MEM_NR_CFGS; c++)
+			mem_print(&mem_cfgs[c], ns[i], &r[c], tcp_mem);
+		fprintf(stdout,
+			"\"ratio_ulp_vs_tcp\": %.4f, \"ratio_ulp_vs_tcp_lowat\": %.4f, \"ratio_tcp_lowat_vs_tcp\": %.4f, \"ulp_within_pool_bound\": %s},\n",
+			ratio_or0(r[0].unsent, r[1].unsent),
+			ratio_or0(r[0].unsent, r[2].unsent),
+			ratio_or0(r[2].unsent, r[1].unsent),
+			r[0].unsent <= limit * buf_size ? "true" : "false");
+		fprintf(stderr,
+			"memory %4d ulp/tcp %.4f, ulp/tcp_lowat %.4f, tcp_lowat/tcp %.4f; ulp within limit x buf_size (%lld KiB): %s\n",
+			ns[i], ratio_or0(r[0].unsent, r[1].unsent),
+			ratio_or0(r[0].unsent, r[2].unsent),
+			ratio_or0(r[2].unsent, r[1].unsent),
+			limit * buf_size / 1024,
+			r[0].unsent <= limit * buf_size ? "yes" : "NO");
+	}
+	printf("    \"key\": \"unsent_bytes (sum of SIOCOUTQNSD), ULP / plain TCP\"");
+	if (nn >= 2) {
+		/* The growth from the first N to the last, per configuration. */
+		printf(",\n    \"growth_%d_vs_%d\": {", ns[nn - 1], ns[0]);
+		for (c = 0; c < MEM_NR_CFGS; c++)
+			printf("%s\"%s\": %.3f", c ? ", " : "", mem_cfgs[c].name,
+			       ratio_or0(res[nn - 1][c].unsent, res[0][c].unsent));
+		printf("}");
+		fprintf(stderr,
+			"memory growth %d vs %d senders: ulp %.3f, tcp %.3f, tcp_lowat %.3f\n",
+			ns[nn - 1], ns[0],
+			ratio_or0(res[nn - 1][0].unsent, res[0][0].unsent),
+			ratio_or0(res[nn - 1][1].unsent, res[0][1].unsent),
+			ratio_or0(res[nn - 1][2].unsent, res[0][2].unsent));
+	}
+	printf("\n  },\n");
+	printf("  \"send_memory_ratio\": %.4f,\n",
+	       ratio_or0(res[0][0].unsent, res[0][1].unsent));
+	fprintf(stderr, "%-40s %.4f (%d senders)\n", "send_memory_ratio",
+		ratio_or0(res[0][0].unsent, res[0][1].unsent), ns[0]);
+	if (nn >= 2) {
+		printf("  \"send_memory_ratio_%d\": %.4f,\n", ns[nn - 1],
+		       ratio_or0(res[nn - 1][0].unsent, res[nn - 1][1].unsent));
+		printf("  \"send_memory_ulp_flat\": %.3f,\n",
+		       ratio_or0(res[nn - 1][0].unsent, res[0][0].unsent));
+		printf("  \"send_memory_tcp_growth\": %.3f,\n",
+		       ratio_or0(res[nn - 1][1].unsent, res[0][1].unsent));
+		fprintf(stderr, "%-40s %.4f (%d senders)\n", "send_memory_ratio",
+			ratio_or0(res[nn - 1][0].unsent, res[nn - 1][1].unsent),
+			ns[nn - 1]);
+	}
+	free(buf);
+	if (failed)
+		fprintf(stderr,
+			"ulp_bench memory: FAILED (a send error, or TCP's memory did not fall back)\n");
+	return failed;
+}
+
 int main(int argc, char **argv)
 {
 	if (argc >= 2 && !strcmp(argv[1], "stream"))
 		return cmd_stream(argc - 1, argv + 1);
 	if (argc >= 2 && !strcmp(argv[1], "scale"))
 		return cmd_scale(argc - 1, argv + 1);
+	if (argc >= 2 && !strcmp(argv[1], "memory"))
+		return cmd_memory(argc - 1, argv + 1);
 	fprintf(stderr,
 		"usage: ulp_bench stream [-s SECS] [-r REPS] [-f FLUSH]\n"
-		"       ulp_bench scale [-c CONNS] [-b BYTES] [-m MSGS] [-t | -u] [-T TIMEOUT]\n");
+		"       ulp_bench scale [-c CONNS] [-b BYTES] [-m MSGS] [-t | -u] [-T TIMEOUT]\n"
+		"       ulp_bench memory [-n N[,N...]] [-c CAP] [-w SIZE] [-l LOWAT]\n");
 	return 2;
 }
