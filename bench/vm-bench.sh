@@ -12,7 +12,10 @@
 #      same without CAP_NET_ADMIN (the sockets leave the reserve: another
 #      path through the wait list), then with plain TCP;
 #   2. the benchmark module (fast path, handoff, contention);
-#   3. ULP and TCP streams.
+#   3. ULP and TCP streams;
+#   4. send memory: senders to peers that never read, with the ULP (the
+#      pool's limit still BENCH_LIMIT), plain TCP and plain TCP with
+#      TCP_NOTSENT_LOWAT (last: it takes TCP to its memory limits).
 #
 # Prints each part's table, then the JSON members of every part between
 # ===MBUFMUX-BENCH-TABLE-BEGIN/END=== and ===MBUFMUX-BENCH-JSON-BEGIN/END===.
@@ -27,6 +30,8 @@ set -u
 : "${BENCH_STREAM_SECS:=2}"	# stream: seconds per run
 : "${BENCH_STREAM_REPS:=5}"	# stream: runs per figure
 : "${BENCH_KERN_ARGS:=}"	# bench_mbufmux_kern.ko parameters
+: "${BENCH_MEM_SENDERS:=64,1024}"	# memory: sender counts
+: "${BENCH_MEM_CAP:=4194304}"	# memory: most bytes accepted per sender
 
 out=/tmp/bench
 mkdir -p "$out"
@@ -106,11 +111,14 @@ echo "vm-bench: kernel: $(awk -v s="$start" '{ printf "%.0f", $1 - s }' /proc/up
 part stream 900 ./ulp_bench stream -s "$BENCH_STREAM_SECS" \
 	-r "$BENCH_STREAM_REPS"
 
+# 4. Send memory. The pool's limit is still BENCH_LIMIT (set above).
+part memory 600 ./ulp_bench memory -n "$BENCH_MEM_SENDERS" -c "$BENCH_MEM_CAP"
+
 secs=$(awk -v s="$t0" '{ printf "%.0f", $1 - s }' /proc/uptime)
 autoinit=$(dmesg | sed -n 's/.*mem auto-init: //p' | head -n 1)
 
 echo "===MBUFMUX-BENCH-TABLE-BEGIN==="
-for p in scale scale_unpriv scale_tcp kernel stream; do
+for p in scale scale_unpriv scale_tcp kernel stream memory; do
 	[ ! -f "$out/$p.txt" ] || cat "$out/$p.txt"
 done
 echo "===MBUFMUX-BENCH-TABLE-END==="
@@ -120,7 +128,7 @@ printf '  "vm": {"kernel": "%s", "cpus": %s, "mem_kb": %s, "mem_auto_init": "%s"
 	"$(uname -r)" "$(grep -c ^processor /proc/cpuinfo)" \
 	"$(sed -n 's/^MemTotal: *\([0-9]*\).*/\1/p' /proc/meminfo)" \
 	"$autoinit" "$BENCH_CONNS" "$BENCH_LIMIT"
-for p in scale scale_unpriv scale_tcp kernel stream; do
+for p in scale scale_unpriv scale_tcp kernel stream memory; do
 	[ ! -f "$out/$p.json" ] || cat "$out/$p.json"
 done
 printf '  "errors": [%s],\n' "$errors"
