@@ -1144,7 +1144,7 @@ static int cmd_memory(int argc, char **argv)
 {
 	int ns[8] = { 64, 1024 }, nn = 2, lowat = 16384, opt, i, c;
 	long long cap = 4LL << 20, limit, buf_size, base, tcp_mem[3], tcp_wmem[3];
-	long long in_use0;
+	long long in_use0, worst = 0;
 	size_t wsize = 65536;
 	struct mem_result res[8][MEM_NR_CFGS];
 	struct rlimit rl;
@@ -1260,10 +1260,25 @@ static int cmd_memory(int argc, char **argv)
 		       ratio_or0(res[nn - 1][0].unsent, res[0][0].unsent));
 		printf("  \"send_memory_tcp_growth\": %.3f,\n",
 		       ratio_or0(res[nn - 1][1].unsent, res[0][1].unsent));
-		fprintf(stderr, "%-40s %.4f (%d senders)\n", "send_memory_ratio",
+		fprintf(stderr, "send_memory_ratio_%-22d %.4f (%d senders)\n",
+			ns[nn - 1],
 			ratio_or0(res[nn - 1][0].unsent, res[nn - 1][1].unsent),
 			ns[nn - 1]);
+		fprintf(stderr, "%-40s %.3f (ULP %d / %d senders; tcp %.3f)\n",
+			"send_memory_ulp_flat",
+			ratio_or0(res[nn - 1][0].unsent, res[0][0].unsent),
+			ns[nn - 1], ns[0],
+			ratio_or0(res[nn - 1][1].unsent, res[0][1].unsent));
 	}
+	/* The send path's bound: ULP unsent within limit x buf_size, every N. */
+	for (i = 0; i < nn; i++)
+		if (res[i][0].unsent > worst)
+			worst = res[i][0].unsent;
+	printf("  \"send_memory_ulp_vs_bound\": %.3f,\n",
+	       ratio_or0(worst, limit * buf_size));
+	fprintf(stderr, "%-40s %.3f (the most unsent of any N / %lld KiB)\n",
+		"send_memory_ulp_vs_bound", ratio_or0(worst, limit * buf_size),
+		limit * buf_size / 1024);
 	free(buf);
 	if (failed)
 		fprintf(stderr,
