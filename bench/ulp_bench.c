@@ -2,7 +2,7 @@
 /*
  * ulp_bench - the "mbufmux" TCP ULP against plain TCP over loopback.
  *
- *   ulp_bench stream [-s SECS] [-r REPS] [-f FLUSH] [-w SIZE] [-n FLOWS] [-m MODE]
+ *   ulp_bench stream [-s SECS] [-r REPS] [-f FLUSH] [-w SIZE] [-n FLOWS] [-m MODE] [-D]
  *	Throughput of 1 and 16 flows, each a sender and a receiver thread:
  *	64 KiB writes (plain on both), and 64-byte writes: plain send()s on
  *	TCP and under the ULP (ulp_plain), and send(MSG_MORE) under the ULP
@@ -15,7 +15,9 @@
  *	of the pairs' ratios, with their min and max.
  *	-w, -n and -m run only the cells of that write size (65536 or 64),
  *	flow count (1 or 16) or mode (tcp, ulp, tcp_more, null_floor,
- *	ulp_plain), to profile one; the others then report 0.
+ *	ulp_plain), to profile one; the others then report 0. -D sets
+ *	TCP_NODELAY on every sender, in every mode (a diagnosis: is Nagle's
+ *	algorithm what holds a figure back?).
  *
  *   ulp_bench scale [-c CONNS] [-b BYTES] [-m MSGS] [-t | -u] [-T TIMEOUT]
  *	CONNS connections at once, each writing BYTES in MSGS messages from
@@ -345,6 +347,8 @@ static void *stream_receiver(void *arg)
 }
 
 /* Bytes per second received over @secs, after a short warm-up. */
+static bool stream_nodelay;	/* -D: TCP_NODELAY on every sender */
+
 static double stream_run(enum mode m, size_t wsize, int flows, int flush,
 			 double secs)
 {
@@ -370,6 +374,13 @@ static double stream_run(enum mode m, size_t wsize, int flows, int flush,
 		}
 		if ((m == M_ULP || m == M_ULP_PLAIN) && attach_ulp(f[i].cli))
 			die("setsockopt(TCP_ULP, \"mbufmux\") (is mbufmux_tcp loaded?)");
+		if (stream_nodelay && m != M_NULL) {
+			int one = 1;
+
+			if (setsockopt(f[i].cli, IPPROTO_TCP, TCP_NODELAY, &one,
+				       sizeof(one)))
+				die("setsockopt(TCP_NODELAY)");
+		}
 		f[i].wsize = wsize;
 		f[i].flush = (m == M_TCP || m == M_ULP_PLAIN) ? 0 : flush;
 		f[i].stop = &stop;
@@ -424,10 +435,13 @@ static int cmd_stream(int argc, char **argv)
 	int opt, s, fl, m, k, r;
 
 	memset(v, 0, sizeof(v));
-	while ((opt = getopt(argc, argv, "s:r:f:w:n:m:")) != -1) {
+	while ((opt = getopt(argc, argv, "s:r:f:w:n:m:D")) != -1) {
 		switch (opt) {
 		case 's':
 			secs = atof(optarg);
+			break;
+		case 'D':
+			stream_nodelay = true;
 			break;
 		case 'r':
 			reps = atoi(optarg);
@@ -478,8 +492,9 @@ static int cmd_stream(int argc, char **argv)
 								    secs);
 				}
 
-	printf("  \"ulp\": {\"secs\": %.2f, \"reps\": %d, \"small_flush_every\": %d,\n",
-	       secs, reps, flush);
+	fprintf(stdout,
+		"  \"ulp\": {\"secs\": %.2f, \"reps\": %d, \"small_flush_every\": %d, \"nodelay\": %s,\n",
+		secs, reps, flush, stream_nodelay ? "true" : "false");
 	printf("%s",
 	       "    \"order\": \"per round and flow count: large ulp, tcp; small ulp_plain, tcp, ulp, tcp_more, null_floor\",\n");
 	for (s = 0; s < 2; s++) {
