@@ -637,8 +637,9 @@ static bool mbufmux_settle(struct sock *sk, struct mbufmux_sock *ctx)
 
 /*
  * Hand @len bytes of @msg to TCP, @added of them new to what the buffer
- * covers. When they fill the buffer, TCP must transmit them now, partial
- * segment and all, since the program can give no more until it has: TCP
+ * covers. When they leave the socket unwritable (less room than
+ * mbufmux_writable() wants), TCP must transmit what it holds now, partial
+ * segment and all, since the program will give no more until it has: TCP
  * does the same for its own queue, pushing past Nagle and cork when its
  * send buffer is full (TCP_NAGLE_PUSH in tcp_sendmsg_locked()). With
  * @pushing set, a write-space callback run from the backlog meanwhile
@@ -652,7 +653,8 @@ static int mbufmux_tcp_send(struct sock *sk, struct mbufmux_sock *ctx,
 	bool full;
 	int ret;
 
-	full = mbufmux_unsent(sk, ctx) + added >= mbufmux_size();
+	full = mbufmux_unsent(sk, ctx) + added >
+	       mbufmux_size() - mbufmux_size() / 4;
 	if (full)
 		tp->nonagle = TCP_NAGLE_OFF | TCP_NAGLE_PUSH;
 	WRITE_ONCE(ctx->pushing, true);
@@ -1186,17 +1188,22 @@ static bool mbufmux_stream_memory_free(const struct sock *sk, int wake)
 	return ctx->sk_proto->stream_memory_free(sk, wake);
 }
 
-/* SIOCOUTQ and SIOCOUTQNSD count the staged bytes too. */
+/*
+ * SIOCOUTQ and SIOCOUTQNSD count the staged bytes too, read under the
+ * socket lock: a push moves bytes from one count to the other.
+ */
 static int mbufmux_outq(struct sock *sk, int cmd, int *answ)
 {
 	const struct mbufmux_sock *ctx = mbufmux_sk_ctx(sk);
 	const struct tcp_sock *tp = tcp_sk(sk);
-	u32 seq;
+	bool slow;
 
 	if (cmd != SIOCOUTQ && cmd != SIOCOUTQNSD)
 		return -ENOIOCTLCMD;
-	seq = cmd == SIOCOUTQ ? READ_ONCE(tp->snd_una) : READ_ONCE(tp->snd_nxt);
-	*answ = READ_ONCE(tp->write_seq) - seq + mbufmux_staged(ctx);
+	slow = lock_sock_fast(sk);
+	*answ = tp->write_seq - (cmd == SIOCOUTQ ? tp->snd_una : tp->snd_nxt) +
+		ctx->staged;
+	unlock_sock_fast(sk, slow);
 	return 0;
 }
 
