@@ -18,7 +18,8 @@
  * - flush points as TCP's: TCP_NODELAY, uncorking, and bytes sent without
  *   MSG_MORE pushed even behind a later MSG_MORE send (nodelay_flush,
  *   cork_flush, flush_mark); a MSG_MORE send followed by a wait for
- *   POLLOUT works as on plain TCP (msg_more_then_poll);
+ *   POLLOUT, and a corked program writing more than a buffer, work as on
+ *   plain TCP (msg_more_then_poll, cork_large);
  * - a dead connection lets go of its buffer, queue place and user slot at
  *   once (reset_lets_go, shutdown_lets_go);
  * - shutdown(SHUT_WR) keeps the RCV_SHUTDOWN TCP set meanwhile
@@ -889,11 +890,15 @@ enum cond {
  * One flow under @cond, ended by close() (@use_close) or shutdown(SHUT_WR):
  * the sender (attached, non-blocking) streams MBUFMUX_SEND_BYTES of
  * pattern while the reader reads; then the reader pauses, and the sender
- * sends on (with MSG_MORE if @more) until EAGAIN and nothing is writable,
- * so that bytes are staged, and TCP's queue is not empty, when it closes
- * or shuts down at once. The reader then reads on to end of file: every
- * byte must be there, in order, and no more; the kernel log must not say
- * that staged bytes were lost.
+ * sends on until TCP holds bytes it has not sent, then a last piece, with
+ * MSG_MORE if @more (so that the ULP has it staged), and closes or shuts
+ * down at once. The reader then reads on to end of file: every byte must
+ * be there, in order, and no more; the kernel log must not say that
+ * staged bytes were lost. The reader's SO_RCVBUF is 16 KiB from the
+ * handshake on (2048 where the condition is a tiny window), so that its
+ * window shuts soon once it stops reading: the sender's small writes then
+ * go out one delayed ACK at a time (Nagle), and a window that autotuning
+ * had grown to megabytes would take seconds to fill.
  */
 static void deliver_one(struct __test_metadata *_metadata,
 			struct _test_data_mbufmux_send *self, enum cond cond,
@@ -901,19 +906,22 @@ static void deliver_one(struct __test_metadata *_metadata,
 {
 	long stream = knob("MBUFMUX_SEND_BYTES", 256 << 10, 64 << 10);
 	struct reader rd = { .chunk = 16384, .flow = flow };
-	const struct lsn *l = &self->lsn;
+	const struct lsn *l = &self->small;
+	struct lsn mid;
 	long long last = now_ms();
 	size_t sent = 0, len, seen = 0;
 	long st_close, nsd_close;
-	int fd, peer, kmsg, fl;
+	int fd, peer, kmsg;
 	char *buf;
 	ssize_t n;
 	short ev;
 
 	buf = malloc(CHUNK);
 	ASSERT_NE(buf, NULL);
-	if (cond == COND_WINDOW || cond == COND_SEGMENTS)
-		l = &self->small;
+	if (cond != COND_WINDOW && cond != COND_SEGMENTS) {
+		ASSERT_EQ(lsn_open_bufs(&mid, self->lsn.family, 16384, 0), 0);
+		l = &mid;
+	}
 	if (cond == COND_SEGMENTS) {
 		fd = pair_opts(l, &(struct sockopts){ .maxseg = 536 }, &peer);
 		ASSERT_GE(fd, 0) TH_LOG("pair: %s", strerror(errno));
@@ -921,6 +929,8 @@ static void deliver_one(struct __test_metadata *_metadata,
 	} else {
 		fd = new_pair(_metadata, l, true, &peer);
 	}
+	if (l == &mid)
+		close(mid.fd);
 	switch (cond) {
 	case COND_LOWAT_1:
 		ASSERT_EQ(setint(fd, IPPROTO_TCP, TCP_NOTSENT_LOWAT, 1), 0);
@@ -967,13 +977,24 @@ static void deliver_one(struct __test_metadata *_metadata,
 		last = now_ms();
 	}
 
-	/* The reader stops: the sender fills what it is allowed to. */
+	/*
+	 * Once the reader has caught up to less than a quarter of a buffer
+	 * unsent, it stops; the sender goes on until a quarter of a buffer
+	 * is unsent again (the window shuts, Nagle holds small segments), or
+	 * nothing is writable any more; then a last piece, which the ULP
+	 * keeps if it has MSG_MORE: there is room for it.
+	 */
+	last = now_ms();
+	while (outq_nsd(fd) >= self->buf_size / 4) {
+		ASSERT_LT(now_ms() - last, STALL_MS)
+			TH_LOG("%ld bytes stay unsent", outq_nsd(fd));
+		sleep_ms(2);
+	}
 	ASSERT_TRUE(reader_pause(&rd));
-	fl = MSG_DONTWAIT | MSG_NOSIGNAL | (more ? MSG_MORE : 0);
-	for (;;) {
-		len = 1 + rnd(&self->seed) % 4096;
+	while (outq_nsd(fd) < self->buf_size / 4) {
+		len = 1 + rnd(&self->seed) % 2048;
 		fill(buf, len, flow, sent);
-		n = send(fd, buf, len, fl);
+		n = send(fd, buf, len, MSG_DONTWAIT | MSG_NOSIGNAL);
 		if (n > 0) {
 			sent += n;
 			continue;
@@ -982,10 +1003,22 @@ static void deliver_one(struct __test_metadata *_metadata,
 		if (!(poll_one(fd, POLLOUT, QUIET_MS) & POLLOUT))
 			break;
 	}
-	st_close = staged(fd);
 	nsd_close = outq_nsd(fd);
+	len = self->buf_size / 4;
+	fill(buf, len, flow, sent);
+	n = send(fd, buf, len,
+		 MSG_DONTWAIT | MSG_NOSIGNAL | (more ? MSG_MORE : 0));
+	ASSERT_TRUE(n > 0 || errno == EAGAIN)
+		TH_LOG("send: %s", strerror(errno));
+	if (n > 0)
+		sent += n;
+	st_close = staged(fd);
+	EXPECT_TRUE(!more || st_close > 0)
+		TH_LOG("nothing staged: last send %zd (%s), %ld unsent before, %ld now",
+		       n, strerror(errno), nsd_close, outq_nsd(fd));
 
 	kmsg = kmsg_open();
+	nsd_close = outq_nsd(fd);
 	ASSERT_EQ(use_close ? close(fd) : shutdown(fd, SHUT_WR), 0);
 	__atomic_store_n(&rd.pause, 0, __ATOMIC_RELEASE);
 	ASSERT_EQ(pthread_join(rd.thread, NULL), 0);
@@ -1008,6 +1041,9 @@ static void deliver_one(struct __test_metadata *_metadata,
 		close(fd);
 	}
 	EXPECT_FALSE(kmsg_seen(kmsg, "staged bytes lost"));
+	TH_LOG("%s%s: %zu B; at the end %ld staged, %ld unsent",
+	       use_close ? "close" : "shutdown", more ? ", MSG_MORE" : "",
+	       rd.got, st_close, nsd_close);
 	close(peer);
 	free(buf);
 }
@@ -1180,19 +1216,43 @@ static short end_events(const struct xend *e, size_t bytes)
 }
 
 /*
+ * The bound while bytes move: no attached socket has more than a buffer's
+ * worth unsent (SIOCOUTQNSD, one socket at a time: the sum over sockets
+ * read one by one would not be a snapshot), and the pool has no more than
+ * @limit buffers out.
+ */
+static void bound_sample(struct __test_metadata *_metadata,
+			 const struct xend *e, int n, long buf_size,
+			 long limit)
+{
+	struct pool_stats st;
+	long nsd;
+	int i;
+
+	for (i = 0; i < n; i++) {
+		nsd = outq_nsd(e[i].fd);
+		ASSERT_LE(nsd, buf_size)
+			TH_LOG("flow %u: %ld bytes unsent, %ld staged", e[i].tx,
+			       nsd, staged(e[i].fd));
+	}
+	ASSERT_EQ(stats_read(&st), 0);
+	ASSERT_LE(st.in_use, limit);
+}
+
+/*
  * Drives @n non-blocking ends from one poll() loop that asks for POLLIN and
  * POLLOUT on every socket (POLLOUT while it has bytes left to send): each
  * end sends @bytes of its flow, then shuts down for writing, and reads
- * what comes, every byte checked, to end of file. Fails if no byte moves
- * for STALL_MS.
+ * what comes, every byte checked, to end of file. Every 16 rounds,
+ * bound_sample(). Fails if no byte moves for STALL_MS.
  */
 static void drive(struct __test_metadata *_metadata, struct xend *e, int n,
-		  size_t bytes, uint64_t *rs)
+		  size_t bytes, long buf_size, long limit, uint64_t *rs)
 {
 	struct pollfd *pfd = calloc(n, sizeof(*pfd));
 	char *in = malloc(CHUNK), *out = malloc(CHUNK);
 	long long last = now_ms();
-	int i, done = 0;
+	int i, done = 0, rounds = 0;
 
 	ASSERT_NE(pfd, NULL);
 	ASSERT_NE(in, NULL);
@@ -1211,6 +1271,8 @@ static void drive(struct __test_metadata *_metadata, struct xend *e, int n,
 				last = now_ms();
 			done += e[i].eof && e[i].sent == bytes;
 		}
+		if (!(++rounds % 16))
+			bound_sample(_metadata, e, n, buf_size, limit);
 		if (now_ms() - last > STALL_MS) {
 			xend_dump(_metadata, e, n);
 			ASSERT_TRUE(false) TH_LOG("no byte moved for %d ms",
@@ -1259,7 +1321,8 @@ static void exchange(struct __test_metadata *_metadata,
 			ASSERT_EQ(block_mode(e[i].fd, mode), 0);
 		ASSERT_EQ(set_nonblock(e[i].fd), 0);
 	}
-	drive(_metadata, e, 2 * XCONN, bytes, &self->seed);
+	drive(_metadata, e, 2 * XCONN, bytes, self->buf_size, limit,
+	      &self->seed);
 	for (i = 0; i < 2 * XCONN; i++)
 		close(e[i].fd);
 	close(l.fd);
@@ -1398,12 +1461,13 @@ static void relay_run(struct __test_metadata *_metadata,
 {
 	struct sockopts so = { .rcvbuf = bufsz, .sndbuf = bufsz };
 	struct xend end[2] = {};	/* A, B */
+	struct xend all[CH_N];		/* every socket, for bound_sample() */
 	struct byteq q[CH_N] = {};	/* bytes to write on relay socket i */
 	bool eof[CH_N] = {}, shut[CH_N] = {};
 	struct pollfd pfd[CH_N];
 	long long last = now_ms();
 	char *in = malloc(CHUNK), *out = malloc(CHUNK);
-	int fd[CH_N], i, k, o;
+	int fd[CH_N], i, k, o, rounds = 0;
 	struct pool_stats st;
 	struct lsn l;
 
@@ -1424,6 +1488,8 @@ static void relay_run(struct __test_metadata *_metadata,
 	}
 	end[0] = (struct xend){ .fd = fd[CH_A], .tx = 300, .rx = 301 };
 	end[1] = (struct xend){ .fd = fd[CH_B], .tx = 301, .rx = 300 };
+	for (k = 0; k < CH_N; k++)
+		all[k] = (struct xend){ .fd = fd[k], .tx = k };
 
 	while (!end[0].eof || !end[1].eof) {
 		for (i = 0; i < CH_N; i++) {
@@ -1457,11 +1523,10 @@ static void relay_run(struct __test_metadata *_metadata,
 				shut[k] = true;
 			}
 		}
+		if (!(++rounds % 16))
+			bound_sample(_metadata, all, CH_N, self->buf_size,
+				     limit);
 		if (now_ms() - last > STALL_MS) {
-			struct xend all[CH_N];
-
-			for (k = 0; k < CH_N; k++)
-				all[k] = (struct xend){ .fd = fd[k] };
 			all[CH_A] = end[0];
 			all[CH_B] = end[1];
 			xend_dump(_metadata, all, CH_N);
@@ -1555,6 +1620,63 @@ TEST_F(mbufmux_send, cork_flush)
 	EXPECT_EQ(wait_flags(fd, ~0U, 0, WAKE_MS), 0U);
 	close(fd);
 	close(peer);
+}
+
+/*
+ * A corked program (TCP_CORK 1) writes 16 buffers' worth, non-blocking,
+ * as fast as it is let, while its peer reads; then it uncorks and closes.
+ * On plain TCP (the control, first) send() takes it all. Under the ULP it
+ * may have to wait for room, but must make progress: every byte arrives
+ * and the writer never stalls for STALL_MS. Fails if the bytes TCP holds
+ * corked, which the socket's buffer covers, keep the buffer from draining
+ * until the program uncorks, which it does only once send() has taken
+ * everything. (TCP sends no partial segment while corked, and loopback's
+ * MSS, 65483, is above buf_size: each segment the buffer can cover is
+ * partial, and goes only when TCP's probe timer fires, about every
+ * 200 ms.)
+ */
+TEST_F_TIMEOUT(mbufmux_send, cork_large, 120)
+{
+	size_t len = 16 * self->buf_size, sent;
+	char *out = malloc(len);
+	struct reader rd;
+	long long last;
+	int fd, ulp;
+	ssize_t n;
+
+	ASSERT_NE(out, NULL);
+	fill(out, len, 77, 0);
+	for (ulp = 0; ulp < 2; ulp++) {
+		rd = (struct reader){ .chunk = 16384, .flow = 77 };
+		fd = new_pair(_metadata, &self->lsn, ulp, &rd.fd);
+		ASSERT_EQ(setint(fd, IPPROTO_TCP, TCP_CORK, 1), 0);
+		ASSERT_EQ(set_nonblock(fd), 0);
+		ASSERT_EQ(pthread_create(&rd.thread, NULL, reader_fn, &rd), 0);
+		last = now_ms();
+		for (sent = 0; sent < len;) {
+			ASSERT_LT(now_ms() - last, STALL_MS)
+				TH_LOG("%s, corked: stalled after %zu of %zu bytes, %ld unsent",
+				       ulp ? "ULP" : "plain", sent, len,
+				       outq_nsd(fd));
+			if (!(poll_one(fd, POLLOUT, 1000) & POLLOUT))
+				continue;
+			n = send(fd, out + sent, len - sent, MSG_DONTWAIT);
+			if (n < 0 && errno == EAGAIN)
+				continue;
+			ASSERT_GT(n, 0) TH_LOG("send: %s", strerror(errno));
+			sent += n;
+			last = now_ms();
+		}
+		ASSERT_EQ(setint(fd, IPPROTO_TCP, TCP_CORK, 0), 0);
+		ASSERT_EQ(close(fd), 0);
+		ASSERT_EQ(pthread_join(rd.thread, NULL), 0);
+		EXPECT_EQ(rd.err, 0) TH_LOG("reader: %s", strerror(rd.err));
+		EXPECT_EQ(rd.bad, -1);
+		EXPECT_EQ(rd.got, len);
+		EXPECT_TRUE(rd.eof);
+		close(rd.fd);
+	}
+	free(out);
 }
 
 /*
