@@ -890,15 +890,16 @@ enum cond {
  * One flow under @cond, ended by close() (@use_close) or shutdown(SHUT_WR):
  * the sender (attached, non-blocking) streams MBUFMUX_SEND_BYTES of
  * pattern while the reader reads; then the reader pauses, and the sender
- * sends on until TCP holds bytes it has not sent, then a last piece, with
- * MSG_MORE if @more (so that the ULP has it staged), and closes or shuts
- * down at once. The reader then reads on to end of file: every byte must
- * be there, in order, and no more; the kernel log must not say that
- * staged bytes were lost. The reader's SO_RCVBUF is 16 KiB from the
- * handshake on (2048 where the condition is a tiny window), so that its
- * window shuts soon once it stops reading: the sender's small writes then
- * go out one delayed ACK at a time (Nagle), and a window that autotuning
- * had grown to megabytes would take seconds to fill.
+ * sends on until nothing is writable, or, with @more, until TCP holds
+ * bytes it has not sent and then a last piece with MSG_MORE, which the
+ * ULP keeps staged; and it closes or shuts down at once. The reader then
+ * reads on to end of file: every byte must be there, in order, and no
+ * more; the kernel log must not say that staged bytes were lost. The
+ * reader's SO_RCVBUF is 16 KiB from the handshake on (2048 where the
+ * condition is a tiny window), so that its window shuts soon once it
+ * stops reading: the sender's small writes then go out one delayed ACK at
+ * a time (Nagle), and a window that autotuning had grown to megabytes
+ * would take seconds to fill.
  */
 static void deliver_one(struct __test_metadata *_metadata,
 			struct _test_data_mbufmux_send *self, enum cond cond,
@@ -978,20 +979,22 @@ static void deliver_one(struct __test_metadata *_metadata,
 	}
 
 	/*
-	 * Once the reader has caught up to less than a quarter of a buffer
-	 * unsent, it stops; the sender goes on until a quarter of a buffer
-	 * is unsent again (the window shuts, Nagle holds small segments), or
-	 * nothing is writable any more; then a last piece, which the ULP
-	 * keeps if it has MSG_MORE: there is room for it.
+	 * Without MSG_MORE: the reader stops, the sender goes on until
+	 * nothing is writable any more (TCP's queue, or the ULP's buffer,
+	 * full). With MSG_MORE: once the reader has caught up to less than a
+	 * quarter of a buffer unsent, it stops; the sender goes on until a
+	 * quarter of a buffer is unsent again (the window shuts, Nagle holds
+	 * small segments), then sends with MSG_MORE all the buffer has room
+	 * for but a byte, which the ULP keeps.
 	 */
 	last = now_ms();
-	while (outq_nsd(fd) >= self->buf_size / 4) {
+	while (more && outq_nsd(fd) >= self->buf_size / 4) {
 		ASSERT_LT(now_ms() - last, STALL_MS)
 			TH_LOG("%ld bytes stay unsent", outq_nsd(fd));
 		sleep_ms(2);
 	}
 	ASSERT_TRUE(reader_pause(&rd));
-	while (outq_nsd(fd) < self->buf_size / 4) {
+	while (!more || outq_nsd(fd) < self->buf_size / 4) {
 		len = 1 + rnd(&self->seed) % 2048;
 		fill(buf, len, flow, sent);
 		n = send(fd, buf, len, MSG_DONTWAIT | MSG_NOSIGNAL);
@@ -1004,14 +1007,16 @@ static void deliver_one(struct __test_metadata *_metadata,
 			break;
 	}
 	nsd_close = outq_nsd(fd);
-	len = self->buf_size / 4;
-	fill(buf, len, flow, sent);
-	n = send(fd, buf, len,
-		 MSG_DONTWAIT | MSG_NOSIGNAL | (more ? MSG_MORE : 0));
-	ASSERT_TRUE(n > 0 || errno == EAGAIN)
-		TH_LOG("send: %s", strerror(errno));
-	if (n > 0)
-		sent += n;
+	n = 0;
+	if (more && nsd_close < self->buf_size - 1) {
+		len = self->buf_size - 1 - nsd_close;
+		fill(buf, len, flow, sent);
+		n = send(fd, buf, len, MSG_DONTWAIT | MSG_NOSIGNAL | MSG_MORE);
+		ASSERT_TRUE(n > 0 || errno == EAGAIN)
+			TH_LOG("send: %s", strerror(errno));
+		if (n > 0)
+			sent += n;
+	}
 	st_close = staged(fd);
 	EXPECT_TRUE(!more || st_close > 0)
 		TH_LOG("nothing staged: last send %zd (%s), %ld unsent before, %ld now",
@@ -1623,17 +1628,16 @@ TEST_F(mbufmux_send, cork_flush)
 }
 
 /*
- * A corked program (TCP_CORK 1) writes 16 buffers' worth, non-blocking,
- * as fast as it is let, while its peer reads; then it uncorks and closes.
- * On plain TCP (the control, first) send() takes it all. Under the ULP it
- * may have to wait for room, but must make progress: every byte arrives
- * and the writer never stalls for STALL_MS. Fails if the bytes TCP holds
- * corked, which the socket's buffer covers, keep the buffer from draining
- * until the program uncorks, which it does only once send() has taken
- * everything. (TCP sends no partial segment while corked, and loopback's
- * MSS, 65483, is above buf_size: each segment the buffer can cover is
- * partial, and goes only when TCP's probe timer fires, about every
- * 200 ms.)
+ * A corked program (TCP_CORK 1) writes 16 buffers' worth in pieces of
+ * 10,000 bytes, non-blocking, each when poll() says it may, while its peer
+ * reads; then it uncorks and closes. On plain TCP (the control, first)
+ * send() takes it all at once. Under the ULP it may have to wait for room,
+ * but must make progress: every byte arrives and the writer never stalls
+ * for STALL_MS. Fails if the bytes TCP holds corked, which the socket's
+ * buffer covers, keep the buffer from draining until the program uncorks,
+ * which it does only once send() has taken everything. (TCP sends no
+ * partial segment while corked, and loopback's MSS, 65483, is above
+ * buf_size: every segment the buffer can cover is partial.)
  */
 TEST_F_TIMEOUT(mbufmux_send, cork_large, 120)
 {
@@ -1660,7 +1664,8 @@ TEST_F_TIMEOUT(mbufmux_send, cork_large, 120)
 				       outq_nsd(fd));
 			if (!(poll_one(fd, POLLOUT, 1000) & POLLOUT))
 				continue;
-			n = send(fd, out + sent, len - sent, MSG_DONTWAIT);
+			n = len - sent < 10000 ? len - sent : 10000;
+			n = send(fd, out + sent, n, MSG_DONTWAIT);
 			if (n < 0 && errno == EAGAIN)
 				continue;
 			ASSERT_GT(n, 0) TH_LOG("send: %s", strerror(errno));
