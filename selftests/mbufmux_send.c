@@ -10,18 +10,22 @@
  *   staged + notsent <= buf_size, so that the sum of SIOCOUTQNSD (which
  *   counts the staged bytes) over attached sockets stays within
  *   limit * buf_size; a drained holder gives its buffer back by itself and
- *   the head waiter gets it (bound_*, drain_serves_fifo);
+ *   the head waiter gets it, and a holder that keeps sending takes turns
+ *   with the sockets parked behind it (bound_*, drain_serves_fifo,
+ *   fair_turns);
  * - nothing accepted is lost: close() and shutdown(SHUT_WR) deliver every
  *   byte whatever TCP's limits (deliver_*);
- * - no pool-induced deadlock in either blocking mode (no_deadlock_*,
- *   relay_chain);
+ * - no pool-induced deadlock in either blocking mode: a parked socket
+ *   whose receive side is stalled reads (parked_reads_when_stalled,
+ *   no_deadlock_*, relay_chain);
  * - flush points as TCP's: TCP_NODELAY, uncorking, and bytes sent without
  *   MSG_MORE pushed even behind a later MSG_MORE send (nodelay_flush,
  *   cork_flush, flush_mark); a MSG_MORE send followed by a wait for
  *   POLLOUT, and a corked program writing more than a buffer, work as on
  *   plain TCP (msg_more_then_poll, cork_large);
  * - a dead connection lets go of its buffer, queue place and user slot at
- *   once (reset_lets_go, shutdown_lets_go);
+ *   once (reset_lets_go, shutdown_lets_go); a closed one keeps its buffer
+ *   while TCP has bytes to send (close_keeps_buffer);
  * - shutdown(SHUT_WR) keeps the RCV_SHUTDOWN TCP set meanwhile
  *   (shutdown_keeps_rdhup); SIOCOUTQ and SIOCOUTQNSD count the staged
  *   bytes (outq_counts_staged); a refused connect(AF_UNSPEC) leaves a
@@ -1130,7 +1134,105 @@ TEST_F_TIMEOUT(mbufmux_send, deliver_slow_reader, 180)
 	deliver(_metadata, self, COND_SLOW_READER);
 }
 
+/*
+ * Turns: a pool of one buffer, socket A in one blocking send() of 256
+ * buffers' worth to a slow reader; B, parked behind it meanwhile, is
+ * handed the buffer while A's send is still in progress (A drains, gives
+ * the buffer to B and queues behind it), and B's byte arrives; A's send
+ * completes in full afterwards. Fails if a holder keeps the pool's buffer
+ * for as long as its program keeps sending, starving the socket parked
+ * behind it.
+ */
+TEST_F_TIMEOUT(mbufmux_send, fair_turns, 120)
+{
+	size_t len = 256 * self->buf_size;
+	struct reader rd = { .chunk = 16384, .nap_ms = 10, .flow = 66 };
+	struct blocked_call c = {};
+	char *big = malloc(len);
+	int a, b, bp;
+	bool joined;
+	char ch;
+
+	ASSERT_NE(big, NULL);
+	fill(big, len, 66, 0);
+	shrink(_metadata, 1);
+	a = new_pair(_metadata, &self->lsn, true, &rd.fd);
+	ASSERT_EQ(pthread_create(&rd.thread, NULL, reader_fn, &rd), 0);
+	c = (struct blocked_call){ .op = CALL_SEND, .fd = a, .buf = big,
+				   .len = len };
+	ASSERT_EQ(blocked_call_start(&c), 0);
+	ASSERT_EQ(wait_flags(a, MBUFMUX_F_HOLDS_BUF, MBUFMUX_F_HOLDS_BUF,
+			     WAKE_MS), MBUFMUX_F_HOLDS_BUF);
+	b = new_pair(_metadata, &self->lsn, true, &bp);
+	ASSERT_TRUE(park(b));
+
+	ASSERT_TRUE(poll_one(b, POLLOUT, WAKE_MS) & POLLOUT)
+		TH_LOG("parked behind a sender that never stops: not served");
+	joined = blocked_call_join(&c, 0);
+	EXPECT_FALSE(joined)
+		TH_LOG("served only after the holder's whole send: %zd", c.ret);
+	ASSERT_EQ(send(b, "b", 1, MSG_DONTWAIT), 1);
+	ASSERT_EQ(recv_all(bp, &ch, 1, WAKE_MS), 1U);
+	EXPECT_EQ(ch, 'b');
+
+	ASSERT_TRUE(joined || blocked_call_join(&c, 4 * STALL_MS));
+	EXPECT_EQ(c.ret, (ssize_t)len) TH_LOG("%s", strerror(c.err));
+	ASSERT_EQ(close(a), 0);
+	ASSERT_EQ(pthread_join(rd.thread, NULL), 0);
+	EXPECT_EQ(rd.err, 0);
+	EXPECT_EQ(rd.bad, -1);
+	EXPECT_EQ(rd.got, len);
+	close(rd.fd);
+	close(b);
+	close(bp);
+	free(big);
+}
+
 /* ---- no pool-induced deadlock ---- */
+
+/*
+ * A parked socket whose receive side is stalled may read (both directions
+ * blocked otherwise): a pool of one buffer, held; v parked. A few bytes
+ * from its peer do not make it readable (park_both in mbufmux_tcp.c
+ * checks that), so a blocking recv() sleeps; once its peer has filled v's
+ * window (sending until EAGAIN), that recv() returns, and poll() reports
+ * v readable with more waiting. Fails if a parked socket may not read
+ * what its peer is stuck on (issue 11's cycle: the peer may be a holder
+ * that can only give its buffer back once v reads).
+ */
+TEST_F(mbufmux_send, parked_reads_when_stalled)
+{
+	struct blocked_call c = {};
+	int h, hp, v, vp;
+	char in[100];
+	long total;
+
+	shrink(_metadata, 1);
+	h = new_pair(_metadata, &self->lsn, true, &hp);
+	ASSERT_TRUE(hold(h));
+	v = new_pair(_metadata, &self->lsn, true, &vp);
+	ASSERT_TRUE(park(v));
+	fill(in, 10, 67, 0);
+	ASSERT_EQ(send(vp, in, 10, 0), 10);
+
+	c = (struct blocked_call){ .op = CALL_RECV, .fd = v, .buf = in,
+				   .len = sizeof(in) };
+	ASSERT_EQ(blocked_call_start(&c), 0);
+	EXPECT_FALSE(blocked_call_join(&c, QUIET_MS));
+	total = send_backlog(vp, 67, 10);
+	ASSERT_GT(total, 0);
+	ASSERT_TRUE(blocked_call_join(&c, WAKE_MS))
+		TH_LOG("a parked socket's window is shut, and it may not read");
+	EXPECT_EQ(c.ret, (ssize_t)sizeof(in)) TH_LOG("%s", strerror(c.err));
+	EXPECT_EQ(check(in, sizeof(in), 67, 0), -1);
+	EXPECT_EQ(info_flags(v), MBUFMUX_F_PARKED);
+	EXPECT_TRUE(poll_one(v, POLLIN, WAKE_MS) & POLLIN);
+	EXPECT_GT(recv(v, in, sizeof(in), MSG_DONTWAIT), 0);
+	close(v);
+	close(vp);
+	close(h);
+	close(hp);
+}
 
 #define XCONN		8	/* connections of no_deadlock_* */
 
@@ -1889,6 +1991,44 @@ TEST_F(mbufmux_send, shutdown_lets_go)
 	close(w);
 	close(wp);
 	close(h);
+	close(hp);
+	free(buf);
+}
+
+/*
+ * close() of a holder whose peer (tiny window) does not read: TCP still
+ * holds bytes the socket's buffer covers, so the buffer stays out and the
+ * socket parked behind it stays parked. Once the peer has read every byte
+ * and the end of file, TCP is done with the socket and destroys it: the
+ * buffer comes back and goes to the parked socket. Fails if close() lets
+ * the unsent bytes out of the bound (the buffer back at once), or the
+ * buffer never comes back from a closed socket.
+ */
+TEST_F(mbufmux_send, close_keeps_buffer)
+{
+	int h, hp, v, vp;
+	char *buf;
+	long total;
+
+	buf = malloc(BACKLOG_CHUNK);
+	ASSERT_NE(buf, NULL);
+	shrink(_metadata, 1);
+	h = new_pair(_metadata, &self->small, true, &hp);
+	total = backlog(_metadata, h, 82);
+	v = new_pair(_metadata, &self->lsn, true, &vp);
+	ASSERT_TRUE(park(v));
+	ASSERT_EQ(close(h), 0);
+	EXPECT_EQ(poll_one(v, POLLOUT, QUIET_MS), 0)
+		TH_LOG("closed with bytes unsent, the buffer went back");
+	EXPECT_EQ(info_flags(v), MBUFMUX_F_PARKED);
+	EXPECT_TRUE(wait_pool(1, 1, 0));
+
+	recv_pattern(_metadata, hp, buf, total, 82);
+	EXPECT_TRUE(recv_eof(hp));
+	EXPECT_TRUE(poll_one(v, POLLOUT, WAKE_MS) & POLLOUT);
+	EXPECT_EQ(info_flags(v), MBUFMUX_F_HOLDS_BUF);
+	close(v);
+	close(vp);
 	close(hp);
 	free(buf);
 }
