@@ -79,6 +79,7 @@ struct mbufmux_pool {
 	unsigned int reserve;		/* written under @wait_lock */
 	unsigned int nr_waiters;	/* written under @wait_lock */
 	unsigned int nr_explicit;	/* waiters with an explicit margin */
+	unsigned int flags;		/* MBUFMUX_POOL_* */
 	struct mbufmux_pcpu_stats __percpu *pcpu;
 	atomic_t fail_slab;		/* test hook */
 	char name[MBUFMUX_NAME_MAX];
@@ -196,14 +197,28 @@ static bool mbufmux_should_fail_slab(struct mbufmux_pool *pool)
 	       atomic_dec_if_positive(&pool->fail_slab) >= 0;
 }
 
-/* A zeroed buffer from the slab, or from the stash when the slab fails. */
+/* Does the pool zero its buffers? All do, but MBUFMUX_POOL_NO_ZERO ones. */
+static bool mbufmux_zeroes(const struct mbufmux_pool *pool)
+{
+	return !(pool->flags & MBUFMUX_POOL_NO_ZERO);
+}
+
+static gfp_t mbufmux_gfp(const struct mbufmux_pool *pool)
+{
+	return GFP_NOWAIT | __GFP_NOWARN |
+	       (mbufmux_zeroes(pool) ? __GFP_ZERO : 0);
+}
+
+/*
+ * A buffer from the slab, or from the stash when the slab fails; zeroed
+ * unless the pool is MBUFMUX_POOL_NO_ZERO.
+ */
 static void *mbufmux_mem_alloc(struct mbufmux_pool *pool)
 {
 	void *buf = NULL;
 
 	if (!mbufmux_should_fail_slab(pool))
-		buf = kmem_cache_alloc(pool->cache,
-				       GFP_NOWAIT | __GFP_NOWARN | __GFP_ZERO);
+		buf = kmem_cache_alloc(pool->cache, mbufmux_gfp(pool));
 	if (likely(buf))
 		return buf;
 
@@ -212,7 +227,7 @@ static void *mbufmux_mem_alloc(struct mbufmux_pool *pool)
 		if (pool->stash_nr)
 			buf = pool->stash[--pool->stash_nr];
 		spin_unlock_bh(&pool->stash_lock);
-		if (buf)
+		if (buf && mbufmux_zeroes(pool))
 			memset(buf, 0, pool->buf_size);
 	}
 	return buf;
@@ -357,8 +372,7 @@ static void *mbufmux_recharge_locked(struct mbufmux_pool *pool,
 
 	/* Not from the stash: that is for when the slab fails, not this. */
 	old_memcg = set_active_memcg(w->memcg);
-	buf = kmem_cache_alloc(pool->cache,
-			       GFP_NOWAIT | __GFP_NOWARN | __GFP_ZERO);
+	buf = kmem_cache_alloc(pool->cache, mbufmux_gfp(pool));
 	set_active_memcg(old_memcg);
 	if (unlikely(!buf)) {
 		pool->recharge_fail++;
@@ -376,10 +390,10 @@ static void *mbufmux_recharge_locked(struct mbufmux_pool *pool,
  * the reserve that the head may not); when every waiter leaves the reserve
  * (no explicit margins queued), the first that does not fit ends the walk.
  *
- * @spare, if not NULL, is a zeroed buffer for the slot of one coming back
- * (still counted in @in_use) from a context charged to @spare_memcg: the
- * returning buffer itself, or the pool's clean buffer. It goes to the first
- * waiter that may have it. @self is the waiter whose
+ * @spare, if not NULL, is a buffer for the slot of one coming back (still
+ * counted in @in_use) from a context charged to @spare_memcg, zeroed if
+ * the pool zeroes: the returning buffer itself, or the pool's clean buffer.
+ * It goes to the first waiter that may have it. @self is the waiter whose
  * mbufmux_get() is serving, or NULL. Returns @spare if nobody took it.
  */
 static void *mbufmux_serve_locked(struct mbufmux_pool *pool, void *spare,
@@ -401,7 +415,7 @@ static void *mbufmux_serve_locked(struct mbufmux_pool *pool, void *spare,
 			if (margin < limit &&
 			    mbufmux_used(atomic_read(&pool->in_use)) - 1 <
 			    limit - margin) {
-				/* Zeroed by the caller, outside the lock. */
+				/* Zeroed (if at all) by the caller. */
 				buf = mbufmux_recharge_locked(pool, w, spare,
 							      spare_memcg);
 				spare = NULL;
@@ -548,9 +562,11 @@ static void __mbufmux_buf_free(struct mbufmux_pool *pool, void *buf,
 	/*
 	 * Likely handed on: never carry one owner's bytes to the next. The
 	 * pool's clean buffer goes instead if it may and pays; otherwise @buf
-	 * is zeroed here, outside the wait-list lock.
+	 * is zeroed here, outside the wait-list lock. A consumer that never
+	 * shows bytes it did not write (MBUFMUX_POOL_NO_ZERO) needs neither.
 	 */
-	use_clean = !memcg && pool->buf_size >= MBUFMUX_CLEAN_MIN;
+	use_clean = mbufmux_zeroes(pool) && !memcg &&
+		    pool->buf_size >= MBUFMUX_CLEAN_MIN;
 	if (use_clean && READ_ONCE(pool->clean)) {
 		ret = mbufmux_handoff_clean(pool, buf);
 		if (ret > 0)
@@ -558,7 +574,8 @@ static void __mbufmux_buf_free(struct mbufmux_pool *pool, void *buf,
 		if (!ret)
 			goto release;
 	}
-	memset(buf, 0, pool->buf_size);
+	if (mbufmux_zeroes(pool))
+		memset(buf, 0, pool->buf_size);
 	spin_lock_bh(&pool->wait_lock);
 	buf = mbufmux_serve_locked(pool, buf, memcg, NULL);
 	/* Make the first clean buffer, or retry if making it failed. */
@@ -581,7 +598,8 @@ release:
  *
  * This is the raw primitive: it does not look at the wait list, so it may
  * take room a queued waiter is about to be given. Contexts that share the
- * pool fairly use mbufmux_get(). The buffer is zeroed.
+ * pool fairly use mbufmux_get(). The buffer is zeroed, unless the pool is
+ * %MBUFMUX_POOL_NO_ZERO.
  *
  * Context: process or softirq context, with hard interrupts enabled;
  * never sleeps.
@@ -606,8 +624,9 @@ EXPORT_SYMBOL_GPL(mbufmux_buf_alloc);
  * @buf: the buffer
  *
  * If contexts are waiting, the buffer, zeroed (or a zeroed one in its
- * place), goes straight to the head waiter, whose callback is queued;
- * otherwise it returns to the memory.
+ * place) unless the pool is %MBUFMUX_POOL_NO_ZERO, goes straight to the
+ * head waiter, whose callback is queued; otherwise it returns to the
+ * memory.
  *
  * Context: process or softirq context, with hard interrupts enabled;
  * never sleeps.
@@ -1092,8 +1111,9 @@ static void mbufmux_pool_release_work(struct work_struct *work)
  * ``mbufmux/<name>/``.
  *
  * Context: process context, may sleep.
- * Return: the pool, or an ERR_PTR(): -EINVAL for a bad name or out of range
- * value, -EEXIST if a pool of that name exists, -ENOMEM.
+ * Return: the pool, or an ERR_PTR(): -EINVAL for a bad name, an out of
+ * range value or an unknown flag, -EEXIST if a pool of that name exists,
+ * -ENOMEM.
  */
 struct mbufmux_pool *mbufmux_pool_create(const struct mbufmux_pool_params *params)
 {
@@ -1102,6 +1122,7 @@ struct mbufmux_pool *mbufmux_pool_create(const struct mbufmux_pool_params *param
 	int err;
 
 	if (!mbufmux_name_valid(params->name) ||
+	    params->flags & ~MBUFMUX_POOL_FLAGS ||
 	    params->buf_size < MBUFMUX_BUF_SIZE_MIN ||
 	    params->buf_size > MBUFMUX_BUF_SIZE_MAX ||
 	    !params->limit || params->limit > MBUFMUX_LIMIT_MAX ||
@@ -1116,6 +1137,7 @@ struct mbufmux_pool *mbufmux_pool_create(const struct mbufmux_pool_params *param
 	pool->buf_size = params->buf_size;
 	pool->limit = params->limit;
 	pool->reserve = params->reserve;
+	pool->flags = params->flags;
 	atomic_set(&pool->in_use, MBUFMUX_OWNER_BIAS);
 	spin_lock_init(&pool->wait_lock);
 	INIT_LIST_HEAD(&pool->wait_list);

@@ -15,6 +15,7 @@
 #ifndef _MBUFMUX_H
 #define _MBUFMUX_H
 
+#include <linux/bits.h>
 #include <linux/limits.h>
 #include <linux/list.h>
 #include <linux/sizes.h>
@@ -45,6 +46,21 @@ struct seq_file;
 #define MBUFMUX_WAIT_HIST_BUCKETS	24
 
 /**
+ * define MBUFMUX_POOL_NO_ZERO - the consumer needs no zeroed buffers
+ *
+ * A pool creation flag (&struct mbufmux_pool_params.flags): the consumer
+ * declares that it never exposes a byte of a buffer that it did not write
+ * itself since it got the buffer (it sends, copies out or reads back only
+ * what it wrote), so its buffers need no zeroing. The pool then zeroes
+ * nothing: not on allocation (no __GFP_ZERO), not on a handoff, not when
+ * it serves a preallocated buffer. A buffer may then hold whatever its
+ * last owner, or the kernel, left in it.
+ */
+#define MBUFMUX_POOL_NO_ZERO	BIT(0)
+/* Every flag mbufmux_pool_create() knows. */
+#define MBUFMUX_POOL_FLAGS	MBUFMUX_POOL_NO_ZERO
+
+/**
  * struct mbufmux_pool_params - how to create a pool
  * @name: debugfs directory and slab cache suffix: lower-case letters,
  *	digits, ``_`` and ``-``; unique
@@ -54,6 +70,7 @@ struct seq_file;
  *	may take; must be below @limit
  * @prealloc: buffers allocated at creation and kept (no more than @limit),
  *	served when the slab allocator fails
+ * @flags: %MBUFMUX_POOL_NO_ZERO or 0
  */
 struct mbufmux_pool_params {
 	const char *name;
@@ -61,6 +78,7 @@ struct mbufmux_pool_params {
 	unsigned int limit;
 	unsigned int reserve;
 	unsigned int prealloc;
+	unsigned int flags;
 };
 
 /**
