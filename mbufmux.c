@@ -9,6 +9,11 @@
  * (For buffers of a page or more, a zeroed buffer goes in its place, and
  * the returning one is zeroed afterwards: see mbufmux_clean_work().)
  *
+ * Recycling. A pool whose consumer never exposes bytes it did not write
+ * (MBUFMUX_POOL_NO_ZERO) zeroes nothing, and keeps buffers that come back
+ * while nobody waits in per-CPU slots, outside @in_use, for the next
+ * allocations of the same memory cgroup: see mbufmux_keep().
+ *
  * Accounting. @in_use counts the buffers out, plus MBUFMUX_OWNER_BIAS while
  * the pool's owner has not destroyed it. Taking a buffer is a cmpxchg loop
  * that keeps the limit exact; the slab allocation follows. Nothing on the
@@ -63,12 +68,36 @@
 #define MBUFMUX_CLEAN_MIN	PAGE_SIZE
 /* How soon to retry serving waiters after the slab allocator failed. */
 #define MBUFMUX_RETRY_DELAY	(HZ / 50)
+/* Kept buffers per CPU (MBUFMUX_POOL_NO_ZERO): a cache line of pointers. */
+#define MBUFMUX_KEEP_SLOTS	8
 
 struct mbufmux_pcpu_stats {
 	unsigned long allocs;
 	unsigned long alloc_fail;
 	unsigned long alloc_nomem;
 	unsigned long frees;
+	unsigned long recycled;
+};
+
+/*
+ * A CPU's kept buffers. A lowered limit and the pool's release take
+ * buffers from every CPU's slots, so the slots are only ever changed with
+ * full atomics (xchg(), cmpxchg()), never this_cpu_*() operations, which
+ * are atomic against the local CPU alone. Uncontended, the line stays in
+ * the local CPU's cache.
+ */
+struct mbufmux_keep {
+	void *slot[MBUFMUX_KEEP_SLOTS];
+	unsigned int next;	/* the next slot to replace: a hint */
+};
+
+/*
+ * The start of an idle, kept buffer (nobody reads an idle buffer): the
+ * memory cgroup that the context that gave it back was charged to, NULL
+ * being a class of its own. Only compared, never dereferenced.
+ */
+struct mbufmux_kept {
+	struct mem_cgroup *memcg;
 };
 
 struct mbufmux_pool {
@@ -81,11 +110,15 @@ struct mbufmux_pool {
 	unsigned int nr_explicit;	/* waiters with an explicit margin */
 	unsigned int flags;		/* MBUFMUX_POOL_* */
 	struct mbufmux_pcpu_stats __percpu *pcpu;
+	/* Kept buffers: only with MBUFMUX_POOL_NO_ZERO, else NULL. */
+	struct mbufmux_keep __percpu *keep;
 	atomic_t fail_slab;		/* test hook */
 	char name[MBUFMUX_NAME_MAX];
 
 	atomic_t in_use ____cacheline_aligned_in_smp;
 	atomic_t peak;
+	/* Buffers in @keep, or on their way in or out: at most @limit. */
+	atomic_t nr_kept;
 
 	/* @wait_lock protects the wait list and everything below it. */
 	spinlock_t wait_lock ____cacheline_aligned_in_smp;
@@ -209,14 +242,157 @@ static gfp_t mbufmux_gfp(const struct mbufmux_pool *pool)
 	       (mbufmux_zeroes(pool) ? __GFP_ZERO : 0);
 }
 
+/* Give up to @nr kept buffers, any CPU's, back to the slab allocator. */
+static unsigned long mbufmux_drain(struct mbufmux_pool *pool,
+				   unsigned long nr)
+{
+	unsigned long freed = 0;
+	struct mbufmux_keep *k;
+	unsigned int i;
+	void *buf;
+	int cpu;
+
+	for_each_possible_cpu(cpu) {
+		if (freed >= nr)
+			break;
+		k = per_cpu_ptr(pool->keep, cpu);
+		for (i = 0; i < MBUFMUX_KEEP_SLOTS && freed < nr; i++) {
+			if (!READ_ONCE(k->slot[i]))
+				continue;
+			buf = xchg(&k->slot[i], NULL);
+			if (!buf)
+				continue;
+			kmem_cache_free(pool->cache, buf);
+			atomic_dec(&pool->nr_kept);
+			freed++;
+		}
+	}
+	return freed;
+}
+
+/* Give the kept buffers beyond the limit back (it was lowered). */
+static void mbufmux_trim(struct mbufmux_pool *pool)
+{
+	int excess = atomic_read(&pool->nr_kept) - (int)READ_ONCE(pool->limit);
+
+	if (unlikely(excess > 0))
+		mbufmux_drain(pool, excess);
+}
+
 /*
- * A buffer from the slab, or from the stash when the slab fails; zeroed
+ * Keep @buf, which comes back from a context charged to @memcg, on this
+ * CPU for the next allocation for @memcg. Lockless: a context preempted or
+ * migrated in here only works on another CPU's slots, with full atomics.
+ * At most @limit buffers are kept, counted in @nr_kept before they go in a
+ * slot; with no room left (@limit kept, or this CPU's slots all taken),
+ * @buf replaces one of this CPU's kept buffers instead, as the buffers
+ * freed last are the likeliest to be needed again (by their cgroup).
+ *
+ * Returns the buffer for the caller to free: the replaced one, or @buf if
+ * it could not be kept; NULL if @buf was kept without replacing another.
+ * @buf, or its slot, is still counted in @in_use: the pool cannot have
+ * been freed, and mbufmux_pool_free() will find @buf if it is kept.
+ */
+static void *mbufmux_keep(struct mbufmux_pool *pool, void *buf,
+			  struct mem_cgroup *memcg)
+{
+	struct mbufmux_keep *k = raw_cpu_ptr(pool->keep);
+	struct mbufmux_kept *kb = buf;
+	unsigned int i, s;
+	void *old;
+	int kept;
+
+	/* A destroyed pool keeps nothing: it is released once all are back. */
+	if (unlikely(atomic_read(&pool->in_use) < MBUFMUX_OWNER_BIAS))
+		return buf;
+	kb->memcg = memcg;
+
+	for (i = 0; i < MBUFMUX_KEEP_SLOTS && READ_ONCE(k->slot[i]); i++)
+		;
+	kept = atomic_read(&pool->nr_kept);
+	while (i < MBUFMUX_KEEP_SLOTS && kept < (int)READ_ONCE(pool->limit)) {
+		if (!atomic_try_cmpxchg(&pool->nr_kept, &kept, kept + 1))
+			continue;
+		/*
+		 * Fully ordered: whoever takes @buf sees its class, and the
+		 * limit is read after @buf is in, for a concurrent lowering
+		 * of it (see mbufmux_pool_set_limits()).
+		 */
+		for (; i < MBUFMUX_KEEP_SLOTS; i++) {
+			if (!cmpxchg(&k->slot[i], NULL, buf)) {
+				mbufmux_trim(pool);
+				return NULL;
+			}
+		}
+		/* Filled meanwhile, from softirq or on another CPU. */
+		atomic_dec(&pool->nr_kept);
+		break;
+	}
+
+	/* No room: replace a kept buffer of this CPU, if it has one. */
+	s = READ_ONCE(k->next);
+	for (i = 0; i < MBUFMUX_KEEP_SLOTS; i++, s++) {
+		s %= MBUFMUX_KEEP_SLOTS;
+		old = READ_ONCE(k->slot[s]);
+		if (old && try_cmpxchg(&k->slot[s], &old, buf)) {
+			WRITE_ONCE(k->next, s + 1);
+			return old;
+		}
+	}
+	return buf;
+}
+
+/*
+ * A kept buffer of this CPU charged to @memcg, or NULL. A kept buffer of
+ * another cgroup, taken to look at its class, goes back to its slot (or,
+ * if the slot was filled meanwhile, to the slab allocator).
+ */
+static void *mbufmux_unkeep(struct mbufmux_pool *pool,
+			    struct mem_cgroup *memcg)
+{
+	struct mbufmux_keep *k;
+	struct mbufmux_kept *kb;
+	unsigned int i;
+
+	if (!atomic_read(&pool->nr_kept))
+		return NULL;
+	k = raw_cpu_ptr(pool->keep);
+	for (i = 0; i < MBUFMUX_KEEP_SLOTS; i++) {
+		if (!READ_ONCE(k->slot[i]))
+			continue;
+		kb = xchg(&k->slot[i], NULL);
+		if (!kb)
+			continue;
+		if (likely(kb->memcg == memcg)) {
+			/* Nobody sees what the pool wrote in it. */
+			kb->memcg = NULL;
+			atomic_dec(&pool->nr_kept);
+			this_cpu_inc(pool->pcpu->recycled);
+			return kb;
+		}
+		if (cmpxchg(&k->slot[i], NULL, kb)) {
+			kmem_cache_free(pool->cache, kb);
+			atomic_dec(&pool->nr_kept);
+		}
+	}
+	return NULL;
+}
+
+/*
+ * A buffer for a context charged to @memcg: a kept one of that cgroup,
+ * else from the slab, else from the stash when the slab fails. Zeroed
  * unless the pool is MBUFMUX_POOL_NO_ZERO.
  */
-static void *mbufmux_mem_alloc(struct mbufmux_pool *pool)
+static void *mbufmux_mem_alloc(struct mbufmux_pool *pool,
+			       struct mem_cgroup *memcg)
 {
 	void *buf = NULL;
 
+	if (pool->keep) {
+		buf = mbufmux_unkeep(pool, memcg);
+		if (buf)
+			return buf;
+	}
 	if (!mbufmux_should_fail_slab(pool))
 		buf = kmem_cache_alloc(pool->cache, mbufmux_gfp(pool));
 	if (likely(buf))
@@ -249,6 +425,24 @@ static void mbufmux_mem_free(struct mbufmux_pool *pool, void *buf)
 }
 
 /*
+ * A buffer that came back from a context charged to @memcg, still counted
+ * in @in_use (or whose slot, still counted, was handed on): kept if the
+ * pool recycles and its stash is full, else as mbufmux_mem_free().
+ */
+static void mbufmux_mem_release(struct mbufmux_pool *pool, void *buf,
+				struct mem_cgroup *memcg)
+{
+	if (pool->keep &&
+	    likely(READ_ONCE(pool->stash_nr) >= pool->stash_min)) {
+		buf = mbufmux_keep(pool, buf, memcg);
+		if (buf)
+			kmem_cache_free(pool->cache, buf);
+		return;
+	}
+	mbufmux_mem_free(pool, buf);
+}
+
+/*
  * Take a buffer if the limit and margin allow it. On failure *@nomem tells
  * whether the limit or the memory refused it. Counts successes only.
  */
@@ -265,10 +459,10 @@ static void *mbufmux_try_alloc(struct mbufmux_pool *pool, unsigned int margin,
 	/* Charge the waiter's cgroup, not whoever made the room. */
 	if (memcg) {
 		old_memcg = set_active_memcg(memcg);
-		buf = mbufmux_mem_alloc(pool);
+		buf = mbufmux_mem_alloc(pool, memcg);
 		set_active_memcg(old_memcg);
 	} else {
-		buf = mbufmux_mem_alloc(pool);
+		buf = mbufmux_mem_alloc(pool, NULL);
 	}
 	if (unlikely(!buf)) {
 		*nomem = true;
@@ -356,30 +550,36 @@ static void mbufmux_handoff_locked(struct mbufmux_pool *pool,
  * own memory cgroup and @spare may be charged to another one (@spare_memcg
  * is the cgroup of the context that gave it back, NULL if unknown), a fresh
  * buffer is allocated in @w's cgroup and the slot, not the memory, is
- * handed on. If that allocation fails, @spare itself goes: the waiter is
- * served, and the charge stays where it was (counted in @recharge_fail).
+ * handed on (a kept buffer of @w's cgroup, if the pool recycles, and
+ * @spare kept in its place). If that allocation fails, @spare itself goes:
+ * the waiter is served, and the charge stays where it was (counted in
+ * @recharge_fail).
  */
 static void *mbufmux_recharge_locked(struct mbufmux_pool *pool,
 				     struct mbufmux_waiter *w, void *spare,
 				     struct mem_cgroup *spare_memcg)
 {
 	struct mem_cgroup *old_memcg;
-	void *buf;
+	void *buf = NULL;
 
 	lockdep_assert_held(&pool->wait_lock);
 	if (!w->memcg || w->memcg == spare_memcg)
 		return spare;
 
 	/* Not from the stash: that is for when the slab fails, not this. */
-	old_memcg = set_active_memcg(w->memcg);
-	buf = kmem_cache_alloc(pool->cache, mbufmux_gfp(pool));
-	set_active_memcg(old_memcg);
+	if (pool->keep)
+		buf = mbufmux_unkeep(pool, w->memcg);
+	if (!buf) {
+		old_memcg = set_active_memcg(w->memcg);
+		buf = kmem_cache_alloc(pool->cache, mbufmux_gfp(pool));
+		set_active_memcg(old_memcg);
+	}
 	if (unlikely(!buf)) {
 		pool->recharge_fail++;
 		return spare;
 	}
 	pool->recharges++;
-	mbufmux_mem_free(pool, spare);
+	mbufmux_mem_release(pool, spare, spare_memcg);
 	return buf;
 }
 
@@ -445,10 +645,14 @@ static void *mbufmux_serve_locked(struct mbufmux_pool *pool, void *spare,
 	return spare;
 }
 
-/* Give a counted buffer back to the memory, then let the waiters in. */
-static void mbufmux_release_buf(struct mbufmux_pool *pool, void *buf)
+/*
+ * Give a counted buffer, from a context charged to @memcg, back to the
+ * memory (or keep it), then let the waiters in.
+ */
+static void mbufmux_release_buf(struct mbufmux_pool *pool, void *buf,
+				struct mem_cgroup *memcg)
 {
-	mbufmux_mem_free(pool, buf);
+	mbufmux_mem_release(pool, buf, memcg);
 	this_cpu_inc(pool->pcpu->frees);
 	rcu_read_lock();
 	mbufmux_uncharge(pool);
@@ -585,7 +789,7 @@ static void __mbufmux_buf_free(struct mbufmux_pool *pool, void *buf,
 	if (!buf)
 		return;
 release:
-	mbufmux_release_buf(pool, buf);
+	mbufmux_release_buf(pool, buf, memcg);
 }
 
 /**
@@ -599,7 +803,8 @@ release:
  * This is the raw primitive: it does not look at the wait list, so it may
  * take room a queued waiter is about to be given. Contexts that share the
  * pool fairly use mbufmux_get(). The buffer is zeroed, unless the pool is
- * %MBUFMUX_POOL_NO_ZERO.
+ * %MBUFMUX_POOL_NO_ZERO: then it may be a kept one, as it was given back
+ * with mbufmux_buf_free().
  *
  * Context: process or softirq context, with hard interrupts enabled;
  * never sleeps.
@@ -626,7 +831,8 @@ EXPORT_SYMBOL_GPL(mbufmux_buf_alloc);
  * If contexts are waiting, the buffer, zeroed (or a zeroed one in its
  * place) unless the pool is %MBUFMUX_POOL_NO_ZERO, goes straight to the
  * head waiter, whose callback is queued; otherwise it returns to the
- * memory.
+ * memory, or a %MBUFMUX_POOL_NO_ZERO pool keeps it for the next
+ * allocation.
  *
  * Context: process or softirq context, with hard interrupts enabled;
  * never sleeps.
@@ -832,7 +1038,8 @@ EXPORT_SYMBOL_GPL(mbufmux_waiter_flush);
  *
  * Raising the limit (or lowering the reserve) offers the new room to the
  * waiters at once. Lowering the limit takes no buffer back: it only stops
- * new allocations until enough buffers have come back.
+ * new allocations until enough buffers have come back; kept buffers beyond
+ * the new limit go back to the slab allocator.
  *
  * Context: process or softirq context, with hard interrupts enabled;
  * never sleeps.
@@ -849,6 +1056,17 @@ int mbufmux_pool_set_limits(struct mbufmux_pool *pool, unsigned int limit,
 	WRITE_ONCE(pool->reserve, reserve);
 	mbufmux_serve_locked(pool, NULL, NULL, NULL);
 	spin_unlock_bh(&pool->wait_lock);
+
+	/* Kept buffers past a lowered limit go. */
+	if (pool->keep) {
+		/*
+		 * Pairs with the cmpxchg() in mbufmux_keep(): a buffer kept
+		 * against the old limit is either seen by this trim, or its
+		 * keeper sees the new limit and trims itself.
+		 */
+		smp_mb();
+		mbufmux_trim(pool);
+	}
 	return 0;
 }
 EXPORT_SYMBOL_GPL(mbufmux_pool_set_limits);
@@ -909,11 +1127,13 @@ void mbufmux_pool_get_stats(struct mbufmux_pool *pool,
 		st->alloc_fail += READ_ONCE(pc->alloc_fail);
 		st->alloc_nomem += READ_ONCE(pc->alloc_nomem);
 		st->frees += READ_ONCE(pc->frees);
+		st->recycled += READ_ONCE(pc->recycled);
 	}
 	st->in_use = mbufmux_used(atomic_read(&pool->in_use));
 	st->peak = atomic_read(&pool->peak);
 	st->limit = READ_ONCE(pool->limit);
 	st->reserve = READ_ONCE(pool->reserve);
+	st->kept = max(atomic_read(&pool->nr_kept), 0);
 
 	spin_lock_bh(&pool->wait_lock);
 	st->waits = pool->waits;
@@ -999,6 +1219,8 @@ static int mbufmux_stats_show(struct seq_file *m, void *v)
 			   i ? 1UL << (i - 1) : 0UL, st.wait_hist[i]);
 	seq_printf(m, "clean_handoffs %llu\n", st.clean_handoffs);
 	seq_printf(m, "clean %llu\n", st.clean);
+	seq_printf(m, "kept %llu\n", st.kept);
+	seq_printf(m, "recycled %llu\n", st.recycled);
 	return 0;
 }
 DEFINE_SHOW_ATTRIBUTE(mbufmux_stats);
@@ -1079,6 +1301,12 @@ static void mbufmux_pool_free(struct mbufmux_pool *pool)
 	mutex_unlock(&mbufmux_pools_lock);
 	/* Nothing queues it any more: every slot is back. */
 	cancel_work_sync(&pool->clean_work);
+	if (pool->keep) {
+		/* Nobody keeps buffers any more. */
+		mbufmux_drain(pool, ULONG_MAX);
+		WARN_ON_ONCE(atomic_read(&pool->nr_kept));
+		free_percpu(pool->keep);
+	}
 	if (pool->dirty)
 		kmem_cache_free(pool->cache, pool->dirty);
 	if (pool->clean)
@@ -1108,7 +1336,8 @@ static void mbufmux_pool_release_work(struct work_struct *work)
  * Creates the slab cache (``mbufmux_<name>``, charged to the allocating
  * task's memory cgroup, user copies allowed over the whole buffer),
  * preallocates @params->prealloc buffers and the debugfs directory
- * ``mbufmux/<name>/``.
+ * ``mbufmux/<name>/``; with %MBUFMUX_POOL_NO_ZERO in @params->flags, also
+ * the per-CPU slots of its kept buffers.
  *
  * Context: process context, may sleep.
  * Return: the pool, or an ERR_PTR(): -EINVAL for a bad name, an out of
@@ -1159,6 +1388,11 @@ struct mbufmux_pool *mbufmux_pool_create(const struct mbufmux_pool_params *param
 	pool->pcpu = alloc_percpu(struct mbufmux_pcpu_stats);
 	if (!pool->pcpu)
 		goto err_unlock;
+	if (!mbufmux_zeroes(pool)) {
+		pool->keep = alloc_percpu(struct mbufmux_keep);
+		if (!pool->keep)
+			goto err_free_pcpu;
+	}
 
 	snprintf(cache_name, sizeof(cache_name), "mbufmux_%s", pool->name);
 	pool->cache = kmem_cache_create_usercopy(cache_name, pool->buf_size, 0,
@@ -1202,6 +1436,7 @@ err_free_stash:
 	kvfree(pool->stash);
 	kmem_cache_destroy(pool->cache);
 err_free_pcpu:
+	free_percpu(pool->keep);
 	free_percpu(pool->pcpu);
 err_unlock:
 	mutex_unlock(&mbufmux_pools_lock);

@@ -53,8 +53,11 @@ struct seq_file;
  * itself since it got the buffer (it sends, copies out or reads back only
  * what it wrote), so its buffers need no zeroing. The pool then zeroes
  * nothing: not on allocation (no __GFP_ZERO), not on a handoff, not when
- * it serves a preallocated buffer. A buffer may then hold whatever its
- * last owner, or the kernel, left in it.
+ * it serves a preallocated buffer; and it recycles: a buffer that comes
+ * back while nobody waits is kept (never more than the limit) and served
+ * again to the same memory cgroup without a round trip through the slab
+ * allocator (nor its ``init_on_alloc`` zeroing). A buffer may then hold
+ * whatever its last owner, or the kernel, left in it.
  */
 #define MBUFMUX_POOL_NO_ZERO	BIT(0)
 /* Every flag mbufmux_pool_create() knows. */
@@ -165,6 +168,11 @@ struct mbufmux_waiter {
  *	returning one was zeroed afterwards
  * @clean: zeroed buffers the pool keeps for such handoffs, beyond the
  *	limit: 0 or 1
+ * @kept: buffers that came back and that the pool keeps now for the next
+ *	allocations, not counted in @in_use; at most the limit, and 0 unless
+ *	the pool has %MBUFMUX_POOL_NO_ZERO
+ * @recycled: allocations (handoffs of fresh buffers included) served from
+ *	the kept buffers, without the slab allocator; counted in @allocs too
  */
 struct mbufmux_pool_stats {
 	u64 in_use;
@@ -186,6 +194,8 @@ struct mbufmux_pool_stats {
 	u64 wait_hist[MBUFMUX_WAIT_HIST_BUCKETS];
 	u64 clean_handoffs;
 	u64 clean;
+	u64 kept;
+	u64 recycled;
 };
 
 struct mbufmux_pool *mbufmux_pool_create(const struct mbufmux_pool_params *params);
