@@ -44,9 +44,11 @@
 #include <linux/rcupdate.h>
 #include <linux/sched/mm.h>
 #include <linux/seq_file.h>
+#include <linux/shrinker.h>
 #include <linux/slab.h>
 #include <linux/spinlock.h>
 #include <linux/string.h>
+#include <linux/version.h>
 #include <linux/workqueue.h>
 
 #include "mbufmux.h"
@@ -57,6 +59,14 @@
 #ifndef SLAB_NO_MERGE
 /* Before 6.5; a cache with a usercopy region is never merged there anyway. */
 #define SLAB_NO_MERGE 0
+#endif
+/*
+ * 6.7 replaced register_shrinker() of a struct shrinker embedded by its
+ * user with shrinker_alloc(), which carries a private pointer: see
+ * mbufmux_shrinker_register().
+ */
+#if KERNEL_VERSION(6, 7, 0) <= LINUX_VERSION_CODE
+#define MBUFMUX_SHRINKER_ALLOC
 #endif
 
 /* Held in @in_use by the pool's owner until mbufmux_pool_destroy(). */
@@ -80,11 +90,11 @@ struct mbufmux_pcpu_stats {
 };
 
 /*
- * A CPU's kept buffers. A lowered limit and the pool's release take
- * buffers from every CPU's slots, so the slots are only ever changed with
- * full atomics (xchg(), cmpxchg()), never this_cpu_*() operations, which
- * are atomic against the local CPU alone. Uncontended, the line stays in
- * the local CPU's cache.
+ * A CPU's kept buffers. The shrinker, a lowered limit and the pool's
+ * release take buffers from every CPU's slots, so the slots are only ever
+ * changed with full atomics (xchg(), cmpxchg()), never this_cpu_*()
+ * operations, which are atomic against the local CPU alone. Uncontended,
+ * the line stays in the local CPU's cache.
  */
 struct mbufmux_keep {
 	void *slot[MBUFMUX_KEEP_SLOTS];
@@ -153,6 +163,14 @@ struct mbufmux_pool {
 	struct rcu_work release_rwork;
 	struct dentry *debugfs;
 	struct list_head pools_node;	/* on mbufmux_pools */
+
+	/* Gives kept buffers back under memory pressure (with @keep only). */
+#ifdef MBUFMUX_SHRINKER_ALLOC
+	struct shrinker *shrinker;
+#else
+	struct shrinker shrinker;
+#endif
+	atomic_long_t shrunk;
 };
 
 static struct workqueue_struct *mbufmux_wq;
@@ -1134,6 +1152,7 @@ void mbufmux_pool_get_stats(struct mbufmux_pool *pool,
 	st->limit = READ_ONCE(pool->limit);
 	st->reserve = READ_ONCE(pool->reserve);
 	st->kept = max(atomic_read(&pool->nr_kept), 0);
+	st->shrunk = atomic_long_read(&pool->shrunk);
 
 	spin_lock_bh(&pool->wait_lock);
 	st->waits = pool->waits;
@@ -1187,6 +1206,102 @@ void mbufmux_pool_inject_slab_failures(struct mbufmux_pool *pool,
 }
 EXPORT_SYMBOL_GPL(mbufmux_pool_inject_slab_failures);
 
+/* The shrinker: kept buffers go back to the slab under memory pressure. */
+
+static unsigned long mbufmux_shrink(struct mbufmux_pool *pool,
+				    unsigned long nr)
+{
+	unsigned long freed = mbufmux_drain(pool, nr);
+
+	atomic_long_add(freed, &pool->shrunk);
+	return freed;
+}
+
+static unsigned long mbufmux_shrink_count(struct shrinker *shrinker,
+					  struct shrink_control *sc);
+static unsigned long mbufmux_shrink_scan(struct shrinker *shrinker,
+					 struct shrink_control *sc);
+
+#ifdef MBUFMUX_SHRINKER_ALLOC
+static struct mbufmux_pool *mbufmux_shrinker_pool(struct shrinker *shrinker)
+{
+	return shrinker->private_data;
+}
+
+static int mbufmux_shrinker_register(struct mbufmux_pool *pool)
+{
+	struct shrinker *shrinker;
+
+	shrinker = shrinker_alloc(0, "mbufmux-%s", pool->name);
+	if (!shrinker)
+		return -ENOMEM;
+	shrinker->count_objects = mbufmux_shrink_count;
+	shrinker->scan_objects = mbufmux_shrink_scan;
+	shrinker->private_data = pool;
+	pool->shrinker = shrinker;
+	shrinker_register(shrinker);
+	return 0;
+}
+
+/* Waits for running scans; none starts afterwards. */
+static void mbufmux_shrinker_unregister(struct mbufmux_pool *pool)
+{
+	shrinker_free(pool->shrinker);
+}
+#else
+static struct mbufmux_pool *mbufmux_shrinker_pool(struct shrinker *shrinker)
+{
+	return container_of(shrinker, struct mbufmux_pool, shrinker);
+}
+
+static int mbufmux_shrinker_register(struct mbufmux_pool *pool)
+{
+	pool->shrinker.count_objects = mbufmux_shrink_count;
+	pool->shrinker.scan_objects = mbufmux_shrink_scan;
+	pool->shrinker.seeks = DEFAULT_SEEKS;
+	return register_shrinker(&pool->shrinker, "mbufmux-%s", pool->name);
+}
+
+static void mbufmux_shrinker_unregister(struct mbufmux_pool *pool)
+{
+	unregister_shrinker(&pool->shrinker);
+}
+#endif
+
+static unsigned long mbufmux_shrink_count(struct shrinker *shrinker,
+					  struct shrink_control *sc)
+{
+	int kept = atomic_read(&mbufmux_shrinker_pool(shrinker)->nr_kept);
+
+	return kept > 0 ? kept : SHRINK_EMPTY;
+}
+
+static unsigned long mbufmux_shrink_scan(struct shrinker *shrinker,
+					 struct shrink_control *sc)
+{
+	unsigned long freed = mbufmux_shrink(mbufmux_shrinker_pool(shrinker),
+					     sc->nr_to_scan);
+
+	return freed ?: SHRINK_STOP;
+}
+
+/**
+ * mbufmux_pool_shrink() - give kept buffers back as the shrinker does
+ * @pool: the pool
+ * @nr: how many at most
+ *
+ * A test hook for test_mbufmux: it runs what the pool's shrinker runs
+ * under memory pressure, counted in ``shrunk`` the same way.
+ *
+ * Context: process or softirq context; never sleeps.
+ * Return: the number of kept buffers given back to the slab allocator.
+ */
+unsigned long mbufmux_pool_shrink(struct mbufmux_pool *pool, unsigned long nr)
+{
+	return pool->keep ? mbufmux_shrink(pool, nr) : 0;
+}
+EXPORT_SYMBOL_GPL(mbufmux_pool_shrink);
+
 /* debugfs */
 
 static int mbufmux_stats_show(struct seq_file *m, void *v)
@@ -1221,6 +1336,7 @@ static int mbufmux_stats_show(struct seq_file *m, void *v)
 	seq_printf(m, "clean %llu\n", st.clean);
 	seq_printf(m, "kept %llu\n", st.kept);
 	seq_printf(m, "recycled %llu\n", st.recycled);
+	seq_printf(m, "shrunk %llu\n", st.shrunk);
 	return 0;
 }
 DEFINE_SHOW_ATTRIBUTE(mbufmux_stats);
@@ -1302,7 +1418,8 @@ static void mbufmux_pool_free(struct mbufmux_pool *pool)
 	/* Nothing queues it any more: every slot is back. */
 	cancel_work_sync(&pool->clean_work);
 	if (pool->keep) {
-		/* Nobody keeps buffers any more. */
+		/* No scan runs after this, and nobody keeps buffers any more. */
+		mbufmux_shrinker_unregister(pool);
 		mbufmux_drain(pool, ULONG_MAX);
 		WARN_ON_ONCE(atomic_read(&pool->nr_kept));
 		free_percpu(pool->keep);
@@ -1337,7 +1454,7 @@ static void mbufmux_pool_release_work(struct work_struct *work)
  * task's memory cgroup, user copies allowed over the whole buffer),
  * preallocates @params->prealloc buffers and the debugfs directory
  * ``mbufmux/<name>/``; with %MBUFMUX_POOL_NO_ZERO in @params->flags, also
- * the per-CPU slots of its kept buffers.
+ * the per-CPU slots of its kept buffers and their shrinker.
  *
  * Context: process context, may sleep.
  * Return: the pool, or an ERR_PTR(): -EINVAL for a bad name, an out of
@@ -1419,6 +1536,11 @@ struct mbufmux_pool *mbufmux_pool_create(const struct mbufmux_pool_params *param
 		if (!buf)
 			goto err_free_stash;
 		pool->stash[pool->stash_nr++] = buf;
+	}
+	if (pool->keep) {
+		err = mbufmux_shrinker_register(pool);
+		if (err)
+			goto err_free_stash;
 	}
 
 	pool->debugfs = debugfs_create_dir(pool->name, mbufmux_debugfs_root);

@@ -54,10 +54,11 @@ struct seq_file;
  * what it wrote), so its buffers need no zeroing. The pool then zeroes
  * nothing: not on allocation (no __GFP_ZERO), not on a handoff, not when
  * it serves a preallocated buffer; and it recycles: a buffer that comes
- * back while nobody waits is kept (never more than the limit) and served
- * again to the same memory cgroup without a round trip through the slab
- * allocator (nor its ``init_on_alloc`` zeroing). A buffer may then hold
- * whatever its last owner, or the kernel, left in it.
+ * back while nobody waits is kept (never more than the limit; given back
+ * to the system under memory pressure) and served again to the same
+ * memory cgroup without a round trip through the slab allocator (nor its
+ * ``init_on_alloc`` zeroing). A buffer may then hold whatever its last
+ * owner, or the kernel, left in it.
  */
 #define MBUFMUX_POOL_NO_ZERO	BIT(0)
 /* Every flag mbufmux_pool_create() knows. */
@@ -173,6 +174,8 @@ struct mbufmux_waiter {
  *	the pool has %MBUFMUX_POOL_NO_ZERO
  * @recycled: allocations (handoffs of fresh buffers included) served from
  *	the kept buffers, without the slab allocator; counted in @allocs too
+ * @shrunk: kept buffers that the pool's shrinker gave back to the slab
+ *	allocator under memory pressure
  */
 struct mbufmux_pool_stats {
 	u64 in_use;
@@ -196,6 +199,7 @@ struct mbufmux_pool_stats {
 	u64 clean;
 	u64 kept;
 	u64 recycled;
+	u64 shrunk;
 };
 
 struct mbufmux_pool *mbufmux_pool_create(const struct mbufmux_pool_params *params);
@@ -250,5 +254,7 @@ static inline void *mbufmux_waiter_buf(const struct mbufmux_waiter *w)
 /* Test hook: fail the pool's next @n slab allocations (test_mbufmux only). */
 void mbufmux_pool_inject_slab_failures(struct mbufmux_pool *pool,
 				       unsigned int n);
+/* Test hook: run the pool's shrinker for @nr buffers (test_mbufmux only). */
+unsigned long mbufmux_pool_shrink(struct mbufmux_pool *pool, unsigned long nr);
 
 #endif /* _MBUFMUX_H */
