@@ -3,7 +3,8 @@
 #
 # Runs the in-kernel API tests of test_mbufmux.ko (like the kernel's
 # tools/testing/selftests/lib scripts) and checks what they leave behind:
-# the tracepoints fired, the deferred pool was released, debugfs is clean.
+# the tracepoints fired, the shrinker of a recycling pool runs, the
+# deferred pools were released, debugfs is clean.
 # Prints KTAP; exits 0 if every test passed, 1 otherwise, 4 to skip.
 set -u
 
@@ -17,7 +18,7 @@ TRACE=/sys/kernel/tracing
 . "$(dirname "$0")/ktap.sh"
 
 echo "TAP version 13"
-echo "1..5"
+echo "1..6"
 
 # Trace the wait and handoff events of the FIFO test's pool (the filter
 # keeps the stress test from flooding the ring buffer).
@@ -49,6 +50,17 @@ echo "# trace: $waits wait and $handoffs handoff events of pool t_fifo"
 # test_fifo queues 11 waiters (one cancelled) and hands off 10 buffers.
 [ "$waits" -eq 11 ] && [ "$handoffs" -eq 10 ]
 result $? "tracepoints: wait and handoff events seen in tracefs"
+
+# The test left pool t_drop (MBUFMUX_POOL_NO_ZERO) with kept buffers:
+# dropping the slab caches runs every shrinker, its own included.
+dstat() { sed -n "s/^$1 //p" "$DBG/t_drop/stats" 2>/dev/null; }
+kept0=$(dstat kept) shrunk0=$(dstat shrunk)
+echo 2 >/proc/sys/vm/drop_caches
+kept1=$(dstat kept) shrunk1=$(dstat shrunk)
+echo "# t_drop: kept $kept0 -> $kept1, shrunk $shrunk0 -> $shrunk1 after drop_caches"
+[ "${kept0:-0}" -gt 0 ] && [ "$kept1" = 0 ] &&
+	[ "$shrunk1" -eq $((shrunk0 + kept0)) ]
+result $? "drop_caches: the shrinker gave the kept buffers back, counted"
 
 rmmod test_mbufmux
 result $? "test_mbufmux.ko unloads"
