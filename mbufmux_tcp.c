@@ -1546,6 +1546,8 @@ static int __init mbufmux_tcp_module_init(void)
 		.limit = limit,
 		.reserve = reserve,
 		.prealloc = reserve,
+		/* Only [head, head + staged) is sent: bytes it wrote itself. */
+		.flags = MBUFMUX_POOL_NO_ZERO,
 	};
 	int err;
 
