@@ -978,6 +978,81 @@ static int stress_thread(void *arg)
 }
 
 /*
+ * The fast path alone, racing on every CPU: threads that take buffers
+ * with mbufmux_buf_alloc() and give them back, never waiting, so that
+ * allocations (from the slab or recycled) and frees (kept or not) meet
+ * on both CPUs with room under the limit. Two threads per CPU, each
+ * holding its buffer across a reschedule now and then.
+ */
+#define NR_RACE_PER_CPU	2
+
+static int race_thread(void *arg)
+{
+	struct stress_ctx *c = arg;
+	unsigned int i;
+	void *buf;
+
+	for (i = 0; i < c->ops; i++) {
+		buf = mbufmux_buf_alloc(c->pool, 0);
+		if (!buf) {
+			cond_resched();
+			continue;
+		}
+		c->raw++;
+		stress_got(c, buf);
+		if (i & 1)
+			cond_resched();
+		stress_put(c, buf);
+		mbufmux_buf_free(c->pool, buf);
+	}
+	kthread_complete_and_exit(&c->done, 0);
+}
+
+/* Returns the most buffers the threads held at once. */
+static int race_fastpath(struct mbufmux_pool *pool, unsigned int size,
+			 unsigned int flags)
+{
+	unsigned int cpus = num_online_cpus(), nr = NR_RACE_PER_CPU * cpus;
+	unsigned long raw = 0, shared = 0;
+	struct stress_ctx *c;
+	int i, n, held_max = 0;
+
+	c = kcalloc(nr, sizeof(*c), GFP_KERNEL);
+	if (!CHECK(c))
+		return 0;
+	atomic_set(&stress_held, 0);
+	for (i = 0; i < nr; i++) {
+		init_completion(&c[i].done);
+		c[i].pool = pool;
+		c[i].ops = DIV_ROUND_UP(stress_ops, nr);
+		c[i].last = size - sizeof(u32);
+		c[i].flags = flags;
+		c[i].mark = STRESS_MARK | (0x100 + i);
+		c[i].task = kthread_create(race_thread, &c[i], "t_mbufmux_r%d",
+					   i);
+		if (IS_ERR(c[i].task)) {
+			CHECK(0);
+			break;
+		}
+		kthread_bind(c[i].task, i % cpus);
+		wake_up_process(c[i].task);
+	}
+	n = i;
+	for (i = 0; i < n; i++) {
+		wait_for_completion(&c[i].done);
+		raw += c[i].raw;
+		shared += c[i].shared;
+		held_max = max(held_max, c[i].held_max);
+	}
+	pr_info("    # fast path race: %d threads, %lu buffers taken, held at most %d at once\n",
+		n, raw, held_max);
+	CHECK(raw > 0);
+	CHECK_EQ(shared, 0);
+	kfree(c);
+	return held_max;
+}
+
+/*
  * @size decides whether handoffs use the pool's clean buffer (a page and
  * more) or clear the returning buffer first. With @flags
  * MBUFMUX_POOL_NO_ZERO, the pool zeroes nothing and recycles: the limit
@@ -1058,6 +1133,11 @@ static void stress(const char *name, unsigned int size, unsigned int flags)
 	if (flags) {
 		/* The limit was exact, and nothing was zeroed or kept past it. */
 		CHECK(held_max <= 3);
+		/* And with the fast path racing alone. */
+		CHECK(race_fastpath(pool, size, flags) <= 3);
+		st = stats(pool);
+		CHECK_EQ(st.in_use, 0);
+		CHECK_EQ(st.allocs, st.frees);
 		CHECK(st.peak <= 3);
 		CHECK(st.kept <= st.limit);
 		CHECK(st.recycled > 0);
