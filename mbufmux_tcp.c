@@ -7,17 +7,23 @@
  *
  *	setsockopt(fd, IPPROTO_TCP, TCP_ULP, "mbufmux", sizeof("mbufmux"));
  *
- * send() copies user data into the socket's buffer, taken from the pool on
- * demand, and pushes it to TCP; MSG_MORE holds it back until the buffer is
- * full or a send without MSG_MORE comes. What TCP cannot take yet is pushed
- * from the write-space callback, through a work item. An empty buffer goes
- * back to the pool.
+ * The pool holds the unsent bytes: a socket's buffer, taken from the pool
+ * on demand, covers every byte send() accepted and nobody has transmitted
+ * yet, staged in the buffer or queued in TCP (write_seq - snd_nxt), and
+ * send() accepts no more than that leaves room for. With nothing staged
+ * the bytes go straight to TCP; what TCP refuses is staged and pushed from
+ * the write-space callback, through a work item; MSG_MORE holds small
+ * writes back until a flush. The buffer goes back to the pool once TCP has
+ * transmitted everything it covered; close and shutdown hand TCP every
+ * staged byte, and after close the buffer stays until TCP destroys the
+ * socket (the ULP's release op).
  *
  * A socket that needs a buffer when the pool has none is parked on the
- * pool's FIFO: poll reports it neither readable nor writable (or only not
- * writable, with MBUFMUX_BLOCK_SEND), blocking calls sleep, non-blocking
- * ones fail with EAGAIN. When a buffer is handed to it, the waiter's
- * callback wakes its poll waiters and poll recomputes the real readiness.
+ * pool's FIFO: poll reports it not writable, and not readable either
+ * unless its receive side is stalled (or only not writable, with
+ * MBUFMUX_BLOCK_SEND); blocking calls sleep, non-blocking ones fail with
+ * EAGAIN. When a buffer is handed to it, the waiter's callback wakes its
+ * poll waiters and poll recomputes the real readiness.
  *
  * Per-user cap. Sockets of one user (the socket's owner, sk_uid) hold at
  * most user_limit buffers or places in the pool's queue at once; the next
@@ -30,10 +36,12 @@
  * as any other consumer would.
  *
  * Locking: the staged bytes and the buffer they live in belong to the
- * socket lock (lock_sock); the per-user counts and FIFOs to
- * mbufmux_users_lock. The waiter's callback takes no socket lock, so
- * the close path may cancel it at any point; the tx work takes the socket
- * lock, so it is disabled only after the lock is released.
+ * socket lock (lock_sock(), or the socket's spinlock in softirq while
+ * nobody owns it: see struct mbufmux_sock); the per-user counts and FIFOs
+ * to mbufmux_users_lock, taken with bottom halves off. The waiter's
+ * callback takes no socket lock, so the close path may cancel it at any
+ * point; the tx work takes the socket lock, so it is disabled only after
+ * the lock is released.
  */
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
@@ -1002,7 +1010,10 @@ static int mbufmux_sendmsg(struct sock *sk, struct msghdr *msg, size_t size)
 	long timeo;
 	char *buf;
 
-	/* Data is copied into the buffer: spliced pages are just a source. */
+	/*
+	 * Spliced pages go to TCP as they are when they go straight to it,
+	 * and are copied when they are staged.
+	 */
 	if (flags & ~(MBUFMUX_SEND_FLAGS | MSG_SPLICE_PAGES_COMPAT))
 		return -EOPNOTSUPP;
 
