@@ -265,18 +265,24 @@ static unsigned int mbufmux_staged(const struct mbufmux_sock *ctx)
 	return READ_ONCE(ctx->staged);
 }
 
-/* Wake everybody sleeping or polling on the socket, both directions. */
-static void mbufmux_wake(struct sock *sk)
+#define MBUFMUX_POLL_OUT	(EPOLLOUT | EPOLLWRNORM | EPOLLWRBAND)
+
+/* Wake those sleeping or polling on the socket for @events. */
+static void mbufmux_wake_events(struct sock *sk, __poll_t events)
 {
 	struct socket_wq *wq;
 
 	rcu_read_lock();
 	wq = rcu_dereference(sk->sk_wq);
 	if (skwq_has_sleeper(wq))
-		wake_up_interruptible_poll(&wq->wait, EPOLLIN | EPOLLRDNORM |
-					   EPOLLOUT | EPOLLWRNORM |
-					   EPOLLWRBAND);
+		wake_up_interruptible_poll(&wq->wait, events);
 	rcu_read_unlock();
+}
+
+/* Wake everybody sleeping or polling on the socket, both directions. */
+static void mbufmux_wake(struct sock *sk)
+{
+	mbufmux_wake_events(sk, EPOLLIN | EPOLLRDNORM | MBUFMUX_POLL_OUT);
 }
 
 /* Per-user cap */
@@ -601,18 +607,6 @@ static bool mbufmux_writable(const struct sock *sk,
 	return room >= mbufmux_size() / 4;
 }
 
-static void mbufmux_wake_writers(struct sock *sk)
-{
-	struct socket_wq *wq;
-
-	rcu_read_lock();
-	wq = rcu_dereference(sk->sk_wq);
-	if (skwq_has_sleeper(wq))
-		wake_up_interruptible_poll(&wq->wait, EPOLLOUT | EPOLLWRNORM |
-					   EPOLLWRBAND);
-	rcu_read_unlock();
-}
-
 /* The one place a socket gives its buffer back, with its user's slot. */
 static void mbufmux_sock_put(struct mbufmux_sock *ctx)
 {
@@ -839,7 +833,7 @@ static void mbufmux_write_space(struct sock *sk)
 	if (mbufmux_settle(sk, ctx))
 		mbufmux_wake(sk);
 	else if (mbufmux_writable(sk, ctx))
-		mbufmux_wake_writers(sk);
+		mbufmux_wake_events(sk, MBUFMUX_POLL_OUT);
 }
 
 /* A reset or an error: the tx work lets everything go, in process context. */
@@ -1124,10 +1118,10 @@ static __poll_t mbufmux_poll(struct file *file, struct socket *sock,
 	 * hang-up or an error: the socket's send() fails at once.
 	 */
 	if (mbufmux_parked(ctx)) {
-		mask &= ~(EPOLLOUT | EPOLLWRNORM | EPOLLWRBAND);
+		mask &= ~MBUFMUX_POLL_OUT;
 	} else if (!(mask & (EPOLLERR | EPOLLHUP)) &&
 		   !(READ_ONCE(sk->sk_shutdown) & SEND_SHUTDOWN)) {
-		mask &= ~(EPOLLOUT | EPOLLWRNORM | EPOLLWRBAND);
+		mask &= ~MBUFMUX_POLL_OUT;
 		if (mbufmux_writable(sk, ctx))
 			mask |= EPOLLOUT | EPOLLWRNORM;
 	}
