@@ -73,9 +73,11 @@
 
 /*
  * 6.1 compatibility. MSG_SPLICE_PAGES (6.5) replaced ->sendpage, which
- * sendfile() used before; disable_work_sync() arrived in 6.10.
+ * sendfile() and splice() used before; disable_work_sync() arrived in
+ * 6.10. Keyed on the version, not on the flag: Debian's 6.1 defines
+ * MSG_SPLICE_PAGES (backported) but still sends pages with ->sendpage.
  */
-#ifdef MSG_SPLICE_PAGES
+#if KERNEL_VERSION(6, 5, 0) <= LINUX_VERSION_CODE
 #define MSG_SPLICE_PAGES_COMPAT		MSG_SPLICE_PAGES
 #else
 #define MSG_SPLICE_PAGES_COMPAT		0
