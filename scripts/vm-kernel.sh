@@ -1,9 +1,11 @@
 #!/bin/sh
 # SPDX-License-Identifier: GPL-2.0
 #
-# Print the path of the test VM's kernel: the vmlinuz of Debian's
-# linux-image-6.12-cloud-amd64, unpacked from the .deb (never from the
-# host's /boot) into a cache outside the checkout:
+# Print the path of a test VM kernel: the vmlinuz of the Debian image
+# package that matches the headers in KDIR (linux-image-6.12-cloud-amd64's
+# by default, Debian 12's own linux-image-6.1.0-*-amd64 with the 6.1
+# headers), unpacked from the .deb (never from the host's /boot) into a
+# cache outside the checkout:
 #
 #   ${MBUFMUX_CACHE:-/var/cache/mbufmux}/kernel/<kver>/vmlinuz
 #   ${MBUFMUX_CACHE:-/var/cache/mbufmux}/kernel/<kver>/vmlinux (--vmlinux)
@@ -21,12 +23,14 @@
 #   --moddir     print the lib/modules/<kver> directory instead
 #   --release    print the kernel release string instead
 # Env: MBUFMUX_CACHE (cache root), KDIR (headers, default: the 6.12 cloud
-#      ones), MBUFMUX_KERNEL_PKG (metapackage, default
-#      linux-image-6.12-cloud-amd64).
+#      ones), MBUFMUX_KERNEL_PKG (the metapackage that names the current
+#      image, default linux-image-6.12-cloud-amd64 for cloud headers,
+#      linux-image-amd64 otherwise).
 set -eu
 
-META=${MBUFMUX_KERNEL_PKG:-linux-image-6.12-cloud-amd64}
-KDIR=${KDIR:-/usr/src/linux-headers-6.12.117+deb12-cloud-amd64}
+if [ -z "${KDIR:-}" ]; then
+	KDIR=$(ls -d /usr/src/linux-headers-6.12.*-cloud-amd64 2>/dev/null | sort -V | tail -n 1)
+fi
 CACHE=${MBUFMUX_CACHE:-/var/cache/mbufmux}
 
 die() { echo "vm-kernel: $*" >&2; exit 1; }
@@ -40,10 +44,17 @@ case "${1:-}" in
 *) die "usage: $0 [--vmlinux | --moddir | --release]" ;;
 esac
 
-# The release the modules are built for.
-[ -r "$KDIR/include/config/kernel.release" ] ||
-	die "no kernel headers in KDIR=$KDIR (run scripts/deps.sh)"
-want=$(cat "$KDIR/include/config/kernel.release")
+# The release the modules are built for: UTS_RELEASE, what their vermagic
+# says. (Debian's 6.1 headers have "6.1.192" in kernel.release but build
+# for "6.1.0-57-amd64", the image's release.)
+uts=$KDIR/include/generated/utsrelease.h
+[ -r "$uts" ] || die "no kernel headers in KDIR=$KDIR (run scripts/deps.sh)"
+want=$(sed -n 's/^#define UTS_RELEASE "\(.*\)"$/\1/p' "$uts")
+[ -n "$want" ] || die "no UTS_RELEASE in $uts"
+case $want in
+*-cloud-amd64) META=${MBUFMUX_KERNEL_PKG:-linux-image-6.12-cloud-amd64} ;;
+*) META=${MBUFMUX_KERNEL_PKG:-linux-image-amd64} ;;
+esac
 
 # Release string embedded in a bzImage: setup header field kernel_version
 # (16 bits at 0x20e) points, relative to 0x200, at a NUL-terminated string
