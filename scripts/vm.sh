@@ -31,8 +31,11 @@
 #                          kmemleak reported one unreferenced object, of
 #                          SIZE bytes, and nothing else
 #
-# Output (not shell): console in $MBUFMUX_BUILD/vm-MODE.log, then
-# "ok|not ok - kernel log clean" and "N passed, N failed, N skipped".
+# Output (not shell): the console (without the kernel log dump at its end;
+# for the demo, without kernel messages either), all of it kept in
+# $MBUFMUX_BUILD/vm-MODE.log; then the verdict: for check, the programs
+# and their test cases counted, "ok|not ok - kernel log clean" and the
+# closing line "N passed, N failed, N skipped", counting test cases.
 # Exit: 0 all passed, 1 a test / the kernel log / the VM's exit code
 # failed, 2 the VM did not finish (crash, hang, timeout), 3 bad usage or
 # setup error.
@@ -143,9 +146,21 @@ if [ "$mode" = shell ]; then
 	exit "$qrc"
 fi
 
+# The whole console goes to the log; the terminal gets what the run
+# printed, without the kernel log dump at its end (the verdict below shows
+# any line of it that fails the run), and for the demo without the kernel
+# messages that reach the console either.
+console_filter() {
+	awk -v demo="$([ "$mode" = demo ] && echo 1)" '
+	{ sub(/\r$/, "") }
+	/^===MBUFMUX-DMESG-BEGIN===$/ { dump = 1 }
+	dump { if ($0 ~ /^===MBUFMUX-RC=/) dump = 0; next }
+	demo && /^\[ *[0-9]+\.[0-9]+\] / { next }
+	{ print; fflush() }'
+}
 start=$(date +%s)
 set +e
-timeout -k 10 "$vm_timeout" "${qemu[@]}" </dev/null 2>&1 | tee "$log"
+timeout -k 10 "$vm_timeout" "${qemu[@]}" </dev/null 2>&1 | tee "$log" | console_filter
 qrc=${PIPESTATUS[0]}
 set -e
 secs=$(($(date +%s) - start))
@@ -184,18 +199,64 @@ if [ -z "$rc" ] || ! grep -q 'MBUFMUX-DMESG-END' <<<"$dmesg"; then
 	note=" (console only, no dmesg dump)"
 fi
 
+# The test cases in the runner's TAP (see count_cases), as
+# "cases failed skipped programs programs_failed programs_skipped".
+# Three levels: the runner's line per program; inside it (lines prefixed
+# "# ") the program's own results, one per test case (a kselftest case and
+# variant, a script check); and, below a result, the nested KTAP of the
+# cases it stands for (the in-kernel tests, indented), which are then
+# counted instead of it. A result that failed with none of its cases
+# failed counts as one failed case; cases a plan announced but that never
+# reported count as failed.
+count_cases() {
+	awk '
+	function result(line) { return line ~ /^[# ]*not ok / }
+	function skip(line) { return line ~ /# SKIP/ }
+	# The nested cases since the last program-level result.
+	/^#     +1\.\.[0-9]+/ { sub(/^#[ ]+1\.\./, ""); plan2 = $0 + 0; next }
+	/^#     +(not )?ok [0-9]+/ {
+		n2++; if (result($0)) f2++; else if (skip($0)) s2++; next
+	}
+	/^# 1\.\.[0-9]+/ { sub(/^# 1\.\./, ""); plan1 = $0 + 0; next }
+	/^# (not )?ok [0-9]+/ {
+		bad = result($0)
+		if (n2 > 0 || plan2 > 0) {
+			miss = plan2 > n2 ? plan2 - n2 : 0
+			c1 += n2 + miss; f1 += f2 + miss; s1 += s2
+			if (bad && f2 + miss == 0) { c1++; f1++ }
+		} else {
+			c1++; if (bad) f1++; else if (skip($0)) s1++
+		}
+		n1++; n2 = f2 = s2 = plan2 = 0
+		next
+	}
+	/^(not )?ok [0-9]+/ {
+		bad = result($0)
+		progs++; if (bad) pf++; else if (skip($0)) ps++
+		if (n1 == 0) {
+			c1 = 1; f1 = bad; s1 = !bad && skip($0)
+		} else if (plan1 > n1) {
+			c1 += plan1 - n1; f1 += plan1 - n1
+		}
+		if (bad && f1 == 0) { c1++; f1++ }
+		cases += c1; failed += f1; skipped += s1
+		c1 = f1 = s1 = n1 = plan1 = 0; n2 = f2 = s2 = plan2 = 0
+	}
+	END { print cases + 0, failed + 0, skipped + 0, progs + 0, pf + 0, ps + 0 }'
+}
+
 # TAP results of the runner (check), or one result for the whole run.
 passed=0 skipped=0 nfailed=0
 if [ "$mode" = check ]; then
 	tap=$(sed '/===MBUFMUX-DMESG-BEGIN===/,$d' <<<"$out")
-	passed=$(grep -cE '^ok [0-9]+ ' <<<"$tap") || true
-	skipped=$(grep -cE '^ok [0-9]+ .*# SKIP' <<<"$tap") || true
-	passed=$((passed - skipped))
-	nfailed=$(grep -cE '^not ok [0-9]+ ' <<<"$tap") || true
+	read -r ncases nfailed skipped nprogs pfailed pskipped < <(count_cases <<<"$tap")
+	passed=$((ncases - nfailed - skipped))
+	echo "programs: $((nprogs - pfailed - pskipped)) passed, $pfailed failed, $pskipped skipped;" \
+		"their test cases: $passed passed, $nfailed failed, $skipped skipped"
 	plan=$(sed -n 's/^1\.\.\([0-9][0-9]*\)$/\1/p' <<<"$tap" | head -n 1)
-	missing=$((${plan:-0} - passed - skipped - nfailed))
+	missing=$((${plan:-0} - nprogs))
 	if [ "$missing" -gt 0 ]; then
-		echo "not ok - $missing of $plan tests did not report"
+		echo "not ok - $missing of $plan test programs did not report"
 		nfailed=$((nfailed + missing))
 	elif [ "$finished" -eq 0 ]; then
 		echo "not ok - VM ran to the end"
@@ -277,6 +338,7 @@ if [ -n "$hits" ]; then
 	nfailed=$((nfailed + 1))
 else
 	echo "ok - kernel log clean${note:-}"
+	passed=$((passed + 1))
 fi
 
 echo "$passed passed, $nfailed failed, $skipped skipped"
