@@ -53,13 +53,18 @@ selftests: srctree
 			selftests/$$p.c || exit 1; \
 	done
 
+# The suite on the 6.12 cloud kernel, then on Debian 12's 6.1 (modules
+# built against KDIR_61 in build/k61/src): scripts/check.sh.
 check: deps
 	$(MAKE) modules selftests
-	scripts/vm.sh check
+	KDIR=$(KDIR) KDIR_61=$(KDIR_61) scripts/check.sh
 
+# The demo: what it builds, the demo's summary, the pool's counters and
+# the verdict (the VM's console, kernel log included, in build/vm-demo.log).
 run: deps
-	$(MAKE) modules selftests
-	scripts/vm.sh demo
+	@echo "=== run: building mbufmux.ko, mbufmux_tcp.ko (against $(KDIR)) and the demo"
+	@$(MAKE) -s --no-print-directory modules selftests
+	@scripts/vm.sh demo
 
 vm: deps
 	$(MAKE) modules selftests

@@ -1,0 +1,99 @@
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0
+#
+# `make check`, once the modules and the test programs are built: the
+# whole suite (selftests/TESTS) in the test VM, on each kernel a user runs
+# it on, each with its own verdict (scripts/vm.sh), then one closing line
+# that adds them up:
+#
+#   6.12  Debian's linux-image-6.12-cloud-amd64, with the modules built in
+#         the checkout against KDIR;
+#   6.1   Debian 12's own linux-image-6.1.0-*-amd64 (and its tls.ko), with
+#         the modules built against KDIR_61 in a copy of the sources,
+#         build/k61/src (an external module builds in its own directory),
+#         its console log in build/k61/.
+#
+# The test programs are userspace, the same binaries for both kernels.
+#
+# Usage: scripts/check.sh
+# Env: KDIR, KDIR_61 (header trees; default: the installed 6.12 cloud and
+#      6.1 ones), MBUFMUX_CHECK_KERNELS (default "6.12 6.1": which to run),
+#      MAKE, and scripts/vm.sh's (MBUFMUX_VM_TIMEOUT, ...).
+# Exit: 0 if every kernel's run passed, else the first failing run's
+# scripts/vm.sh exit code (1 a test or the kernel log failed, 2 the VM did
+# not finish, 3 setup error).
+set -u
+
+scripts=$(cd "$(dirname "$0")" && pwd)
+repo=$(dirname "$scripts")
+build=$repo/build
+make=${MAKE:-make}
+latest() { ls -d $1 2>/dev/null | sort -V | tail -n 1; }
+kdir=${KDIR:-$(latest '/usr/src/linux-headers-6.12.*-cloud-amd64')}
+kdir61=${KDIR_61:-$(latest '/usr/src/linux-headers-6.1.*-amd64')}
+
+# The 6.1 tree: the checkout's sources (tracked and new files, not build
+# output), built against kdir61, plus the checkout's test programs.
+prepare_61() {
+	src=$build/k61/src
+	rm -rf "$src"
+	mkdir -p "$src"
+	(cd "$repo" && git ls-files -co --exclude-standard -z |
+		grep -zv -e '^build/' -e '^\.git' |
+		xargs -0 cp --parents -t "$src") || return 3
+	for f in "$repo"/selftests/*; do
+		[ -f "$f" ] && [ -x "$f" ] && cp "$f" "$src/selftests/"
+	done
+	echo "check: building the modules against $kdir61 in $src"
+	"$make" -s -C "$src" KDIR="$kdir61" modules >"$build/k61/build.log" 2>&1 ||
+		{ cat "$build/k61/build.log"; return 3; }
+}
+
+summary=()
+total_p=0 total_f=0 total_s=0
+first_rc=0
+for k in ${MBUFMUX_CHECK_KERNELS:-6.12 6.1}; do
+	case $k in
+	6.12) hdr=$kdir env=() ;;
+	6.1)
+		hdr=$kdir61
+		env=(MBUFMUX_SRC="$build/k61/src" MBUFMUX_BUILD="$build/k61")
+		;;
+	*) echo "check: unknown kernel '$k' (6.12 or 6.1)" >&2; exit 3 ;;
+	esac
+	echo
+	echo "=== check: the suite on Linux $k ($hdr)"
+	rc=0
+	if [ -z "$hdr" ] || [ ! -d "$hdr" ]; then
+		echo "check: no $k headers (run scripts/deps.sh)"
+		rc=3
+	elif [ "$k" = 6.1 ] && ! mkdir -p "$build/k61"; then
+		rc=3
+	elif [ "$k" = 6.1 ] && ! prepare_61; then
+		rc=3
+	fi
+	line="not run"
+	if [ "$rc" -eq 0 ]; then
+		out=$build/.check-$k.out
+		env KDIR="$hdr" "${env[@]}" "$scripts/vm.sh" check | tee "$out"
+		rc=${PIPESTATUS[0]}
+		line=$(grep -E '^[0-9]+ passed, [0-9]+ failed, [0-9]+ skipped$' "$out" | tail -n 1)
+		rm -f "$out"
+	fi
+	if [ -n "$line" ] && [ "$line" != "not run" ]; then
+		read -r p _ f _ s _ <<<"$line"
+		total_p=$((total_p + p)) total_f=$((total_f + f)) total_s=$((total_s + s))
+	else
+		line="no verdict"
+		total_f=$((total_f + 1))
+	fi
+	[ "$rc" -eq 0 ] || line="$line (exit $rc)"
+	summary+=("Linux $k: $line")
+	[ "$rc" -eq 0 ] || [ "$first_rc" -ne 0 ] || first_rc=$rc
+done
+
+echo
+echo "=== check: verdicts"
+for s in "${summary[@]}"; do echo "  $s"; done
+echo "$total_p passed, $total_f failed, $total_s skipped"
+exit "$first_rc"
