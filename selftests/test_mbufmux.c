@@ -1059,6 +1059,11 @@ static int race_fastpath(struct mbufmux_pool *pool, unsigned int size,
  * stays at 3 (set again and again, for its side effects), and the threads
  * check that they never hold more buffers than that at once, nor one
  * buffer two at once.
+ *
+ * The threads start with every buffer out, held here until one of them
+ * waits: so the wait path is taken whatever the scheduler does. (With the
+ * limit fixed at 3, waiting needs four takers at once; on a loaded host a
+ * VM's threads ran one after the other, and none ever waited.)
  */
 static void stress(const char *name, unsigned int size, unsigned int flags)
 {
@@ -1068,6 +1073,7 @@ static void stress(const char *name, unsigned int size, unsigned int flags)
 	};
 	unsigned long waits = 0, handed = 0, cancelled = 0, hung = 0, dirty = 0;
 	unsigned long shared = 0;
+	void *out[3] = {};	/* p.limit */
 	struct mbufmux_pool *pool;
 	struct mbufmux_pool_stats st;
 	struct stress_ctx *c;
@@ -1080,6 +1086,10 @@ static void stress(const char *name, unsigned int size, unsigned int flags)
 	c = kcalloc(NR_STRESS, sizeof(*c), GFP_KERNEL);
 	if (!CHECK(c))
 		goto out_pool;
+	for (i = 0; i < ARRAY_SIZE(out); i++) {
+		out[i] = mbufmux_buf_alloc(pool, MBUFMUX_MARGIN_RESERVE);
+		CHECK(out[i]);
+	}
 	for (i = 0; i < NR_STRESS; i++) {
 		tw_init(&c[i].t, pool);
 		init_completion(&c[i].done);
@@ -1098,6 +1108,12 @@ static void stress(const char *name, unsigned int size, unsigned int flags)
 		wake_up_process(c[i].task);
 	}
 	n = i;
+	for (i = 0; n && !mbufmux_pool_waiting(pool) && i < 10000; i++)
+		usleep_range(100, 200);
+	CHECK(!n || mbufmux_pool_waiting(pool));
+	for (i = 0; i < ARRAY_SIZE(out); i++)
+		if (out[i])
+			mbufmux_buf_free(pool, out[i]);
 	for (i = 0; i < n; i++) {
 		wait_for_completion(&c[i].done);
 		waits += c[i].waits;
