@@ -12,6 +12,7 @@ SRCTAR		:= /usr/src/linux-source-6.12.tar.xz
 
 .PHONY: all modules deps srctree selftests check check-debug run vm style \
 	build-all \
+	tools install-tools \
 	clean help
 
 all: modules
@@ -25,6 +26,8 @@ help:
 	@echo "make style      checkpatch --strict, sparse, kernel-doc"
 	@echo "make build-all  W=1 builds against the 6.12 and 6.1 headers"
 	@echo "make bench      benchmarks in the test VM (table, build/bench.json)"
+	@echo "make tools      build tools/ (mbufmuxtop)"
+	@echo "make install-tools  install them in PREFIX/sbin (/usr/local/sbin)"
 	@echo "make clean      remove build output"
 
 # Every Debian package the project needs (idempotent, quick when done).
@@ -81,7 +84,8 @@ check-debug: deps srctree
 # CONST_STRUCT: the ULP's proto and proto_ops are copies of TCP's, built
 # at run time (as kTLS's); OPEN_ENDED_LINE and
 # PARENTHESIS_ALIGNMENT: the TRACE_EVENT() layout of include/trace/events;
-# PREFER_KERNEL_TYPES: userspace programs use <stdint.h>.
+# PREFER_KERNEL_TYPES: userspace programs use <stdint.h>;
+# PREFER_DEFINED_ATTRIBUTE_MACRO: userspace defines its own __printf().
 CHECKPATCH	:= $(SRCTREE)/scripts/checkpatch.pl --strict --no-tree --quiet \
 		   --ignore SPDX_LICENSE_TAG,FILE_PATH_CHANGES
 # The test modules are selftests/test_*.c; the rest there is userspace.
@@ -89,7 +93,7 @@ KERNEL_SRC	:= mbufmux.c mbufmux.h mbufmux_tcp.c uapi/mbufmux.h \
 		   $(filter-out %.mod.c, $(wildcard selftests/test_*.c)) \
 		   $(wildcard bench/*_kern.c)
 USER_SRC	:= $(filter-out %.mod.c selftests/test_%.c %_kern.c, \
-		     $(wildcard selftests/*.c selftests/*.h bench/*.c))
+		     $(wildcard selftests/*.c selftests/*.h bench/*.c tools/*.c))
 
 # deps may install the headers KDIR points at: a sub-make sees them.
 style: deps srctree
@@ -100,7 +104,8 @@ style-installed:
 	@mkdir -p build
 	$(CHECKPATCH) --ignore CONST_STRUCT,LINUX_VERSION_CODE -f $(KERNEL_SRC)
 	$(CHECKPATCH) --ignore OPEN_ENDED_LINE,PARENTHESIS_ALIGNMENT -f mbufmux_trace.h
-	$(CHECKPATCH) --ignore PREFER_KERNEL_TYPES -f $(USER_SRC)
+	$(CHECKPATCH) --ignore PREFER_KERNEL_TYPES,PREFER_DEFINED_ATTRIBUTE_MACRO \
+		-f $(USER_SRC)
 	$(SRCTREE)/scripts/kernel-doc -none -Wall mbufmux.h mbufmux.c \
 		mbufmux_tcp.c uapi/mbufmux.h
 	$(MAKE) -s -C $(KDIR) M=$(CURDIR) C=2 CHECK="sparse" modules \
@@ -130,6 +135,7 @@ clean:
 	$(MAKE) -C $(KDIR) M=$(CURDIR) clean
 	-$(MAKE) -C selftests clean
 	-$(MAKE) -C bench clean
+	-$(MAKE) -C tools clean
 	rm -f selftests/mbufmux_demo selftests/mbufmux_fault
 	rm -rf build
 
@@ -142,3 +148,11 @@ bench: deps
 	$(MAKE) modules
 	$(MAKE) -C bench
 	bench/run.sh
+
+# Userspace tools (tools/Makefile): mbufmuxtop, the pools' live view.
+# PREFIX (default /usr/local) and DESTDIR go through to tools/Makefile.
+tools:
+	$(MAKE) -C tools
+
+install-tools:
+	$(MAKE) -C tools install
