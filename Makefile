@@ -12,7 +12,7 @@ SRCTAR		:= /usr/src/linux-source-6.12.tar.xz
 
 .PHONY: all modules deps srctree selftests check check-debug run vm style \
 	build-all \
-	tools install-tools \
+	tools install-tools check-tools \
 	clean help
 
 all: modules
@@ -28,6 +28,7 @@ help:
 	@echo "make bench      benchmarks in the test VM (table, build/bench.json)"
 	@echo "make tools      build tools/ (mbufmuxtop)"
 	@echo "make install-tools  install them in PREFIX/sbin (/usr/local/sbin)"
+	@echo "make check-tools    their host-side tests (no VM; part of make check)"
 	@echo "make clean      remove build output"
 
 # Every Debian package the project needs (idempotent, quick when done).
@@ -60,6 +61,7 @@ selftests: srctree
 # built against KDIR_61 in build/k61/src): scripts/check.sh.
 check: deps
 	$(MAKE) modules selftests
+	$(MAKE) check-tools
 	KDIR=$(KDIR) KDIR_61=$(KDIR_61) scripts/check.sh
 
 # The demo: what it builds, the demo's summary, the pool's counters and
@@ -156,3 +158,6 @@ tools:
 
 install-tools:
 	$(MAKE) -C tools install
+
+check-tools:
+	$(MAKE) -C tools check
