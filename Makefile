@@ -50,12 +50,14 @@ $(SRCTREE)/Makefile: $(SRCTAR)
 $(SRCTAR):
 	@scripts/deps.sh
 
+# With tools/: selftests/mbufmuxtop.sh runs mbufmuxtop in the VM.
 selftests: srctree
 	$(MAKE) -C selftests SRCTREE=$(SRCTREE)
 	for p in mbufmux_demo mbufmux_fault; do \
 		$(CC) -O2 -Wall -Wextra -static -pthread -o selftests/$$p \
 			selftests/$$p.c || exit 1; \
 	done
+	$(MAKE) -C tools
 
 # The suite on the 6.12 cloud kernel, then on Debian 12's 6.1 (modules
 # built against KDIR_61 in build/k61/src): scripts/check.sh.

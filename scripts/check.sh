@@ -33,7 +33,8 @@ kdir=${KDIR:-$(latest '/usr/src/linux-headers-6.12.*-cloud-amd64')}
 kdir61=${KDIR_61:-$(latest '/usr/src/linux-headers-6.1.*-amd64')}
 
 # The 6.1 tree: the checkout's sources (tracked and new files, not build
-# output), built against kdir61, plus the checkout's test programs.
+# output), built against kdir61, plus the checkout's test programs and
+# static tools.
 prepare_61() {
 	src=$build/k61/src
 	rm -rf "$src"
@@ -43,6 +44,10 @@ prepare_61() {
 		xargs -0 cp --parents -t "$src") || return 3
 	for f in "$repo"/selftests/*; do
 		[ -f "$f" ] && [ -x "$f" ] && cp "$f" "$src/selftests/"
+	done
+	# and the tools' static builds (mbufmuxtop, for selftests/mbufmuxtop.sh)
+	for f in "$repo"/tools/*-static; do
+		[ -f "$f" ] && cp "$f" "$src/tools/"
 	done
 	echo "check: building the modules against $kdir61 in $src"
 	"$make" -s -C "$src" KDIR="$kdir61" modules >"$build/k61/build.log" 2>&1 ||

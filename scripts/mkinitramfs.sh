@@ -9,6 +9,7 @@
 #   /mbufmux/*.ko              every built module: ./*.ko, selftests/*.ko
 #   /selftests/                TESTS, settings, config and every executable
 #                              in selftests/ (programs, scripts, demo.sh)
+#   /usr/sbin/mbufmuxtop       tools/mbufmuxtop-static, if built
 #   /lib/modules/<kver>/       Debian modules from $MBUFMUX_VM_MODULES and
 #                              their dependencies (for modprobe), if present
 #   shared libraries           of any dynamically linked program above
@@ -101,6 +102,11 @@ if [ -d "$src/selftests" ]; then
 				echo "mkinitramfs: warning: selftests/TESTS lists '$t', not built/executable" >&2
 		done
 	fi
+fi
+
+# The pools' live view, on the PATH (static: no C library here).
+if [ -x "$src/tools/mbufmuxtop-static" ]; then
+	install -m 755 "$src/tools/mbufmuxtop-static" "$root/usr/sbin/mbufmuxtop"
 fi
 
 # Debian modules (e.g. tls.ko) and their dependencies, decompressed.
