@@ -14,11 +14,13 @@ SRCTAR		:= /usr/src/linux-source-6.12.tar.xz
 	build-all \
 	tools install-tools check-tools \
 	clean help
+.PHONY: test-modules
 
 all: modules
 
 help:
 	@echo "make            build the modules against KDIR ($(KDIR))"
+	@echo "make test-modules  the modules with the test ones (MBUFMUX_TESTS=1)"
 	@echo "make run        boot the test VM and run the demo (the main job)"
 	@echo "make check      build, boot the test VM, run every test (TAP)"
 	@echo "make vm         interactive shell in the test VM, modules loaded"
@@ -35,8 +37,13 @@ help:
 deps:
 	@scripts/deps.sh
 
+# The product: mbufmux.ko and mbufmux_tcp.ko (Kbuild).
 modules:
 	$(MAKE) -C $(KDIR) M=$(CURDIR) modules
+
+# The same, with the test modules and the test hooks they call.
+test-modules:
+	$(MAKE) -C $(KDIR) M=$(CURDIR) MBUFMUX_TESTS=1 modules
 
 # kselftest_harness.h, checkpatch.pl and kernel-doc come from Debian's
 # linux-source-6.12, unpacked once into the cache (never into the repo).
@@ -62,7 +69,7 @@ selftests: srctree
 # The suite on the 6.12 cloud kernel, then on Debian 12's 6.1 (modules
 # built against KDIR_61 in build/k61/src): scripts/check.sh.
 check: deps
-	$(MAKE) modules selftests
+	$(MAKE) test-modules selftests
 	$(MAKE) check-tools
 	KDIR=$(KDIR) KDIR_61=$(KDIR_61) scripts/check.sh
 
@@ -74,13 +81,13 @@ run: deps
 	@scripts/vm.sh demo
 
 vm: deps
-	$(MAKE) modules selftests
+	$(MAKE) test-modules selftests
 	scripts/vm.sh shell
 
 # The suite and fault injection on a debug kernel built from linux-source
 # (cached; about 25 min cold on 2 cores).
 check-debug: deps srctree
-	$(MAKE) modules selftests
+	$(MAKE) test-modules selftests
 	scripts/check-debug.sh
 
 # checkpatch --strict, with the exceptions each kind of file needs:
@@ -114,24 +121,31 @@ style-installed:
 		mbufmux_tcp.c uapi/mbufmux.h
 	$(MAKE) -s -C $(KDIR) M=$(CURDIR) C=2 CHECK="sparse" modules \
 		> build/sparse.log 2>&1 || (cat build/sparse.log; exit 1)
+	$(MAKE) -s -C $(KDIR) M=$(CURDIR) C=2 CHECK="sparse" \
+		MBUFMUX_TESTS=1 MBUFMUX_BENCH=1 modules \
+		>> build/sparse.log 2>&1 || (cat build/sparse.log; exit 1)
 	@if grep -Ei 'warning|error' build/sparse.log; then exit 1; fi
 	@echo "style: checkpatch --strict, kernel-doc and sparse are clean"
 
-# W=1 against both kernels, in place; any warning fails. Ends with the
-# tree built against KDIR again.
+# W=1 against both kernels, in place, the product alone and with the test
+# and bench modules; any warning fails. Ends with the tree built against
+# KDIR again, test modules included.
 build-all: deps
 	@$(MAKE) --no-print-directory build-all-installed
 
 build-all-installed:
 	@mkdir -p build
 	@for k in $(KDIR_61) $(KDIR); do \
-		echo "== W=1 build against $$k"; \
+	for t in 0 1; do \
+		echo "== W=1 build against $$k, MBUFMUX_TESTS=$$t MBUFMUX_BENCH=$$t"; \
 		$(MAKE) -s -C $$k M=$(CURDIR) clean; \
-		$(MAKE) -s -C $$k M=$(CURDIR) W=1 modules \
-			> build/build-all.log 2>&1; rc=$$?; \
+		$(MAKE) -s -C $$k M=$(CURDIR) W=1 MBUFMUX_TESTS=$$t \
+			MBUFMUX_BENCH=$$t modules > build/build-all.log 2>&1; \
+		rc=$$?; \
 		cat build/build-all.log; \
 		[ $$rc -eq 0 ] || exit 1; \
 		! grep -Eqi 'warning|error' build/build-all.log || exit 1; \
+	done; \
 	done
 	@echo "build-all: no warnings against 6.1 and 6.12"
 
@@ -149,7 +163,7 @@ clean:
 # of `make check`.
 .PHONY: bench
 bench: deps
-	$(MAKE) modules
+	$(MAKE) -C $(KDIR) M=$(CURDIR) MBUFMUX_BENCH=1 modules
 	$(MAKE) -C bench
 	bench/run.sh
 

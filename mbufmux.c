@@ -122,7 +122,9 @@ struct mbufmux_pool {
 	struct mbufmux_pcpu_stats __percpu *pcpu;
 	/* Kept buffers: only with MBUFMUX_POOL_NO_ZERO, else NULL. */
 	struct mbufmux_keep __percpu *keep;
-	atomic_t fail_slab;		/* test hook */
+#ifdef MBUFMUX_TEST_HOOKS
+	atomic_t fail_slab;		/* mbufmux_pool_inject_slab_failures() */
+#endif
 	char name[MBUFMUX_NAME_MAX];
 
 	atomic_t in_use ____cacheline_aligned_in_smp;
@@ -242,11 +244,19 @@ static void mbufmux_uncharge(struct mbufmux_pool *pool)
 		mbufmux_serve(pool);
 }
 
+#ifdef MBUFMUX_TEST_HOOKS
 static bool mbufmux_should_fail_slab(struct mbufmux_pool *pool)
 {
 	return unlikely(atomic_read(&pool->fail_slab)) &&
 	       atomic_dec_if_positive(&pool->fail_slab) >= 0;
 }
+#else
+/* The installed module: no slab allocation is made to fail. */
+static bool mbufmux_should_fail_slab(struct mbufmux_pool *pool)
+{
+	return false;
+}
+#endif
 
 /* Does the pool zero its buffers? All do, but MBUFMUX_POOL_NO_ZERO ones. */
 static bool mbufmux_zeroes(const struct mbufmux_pool *pool)
@@ -1188,13 +1198,15 @@ struct dentry *mbufmux_pool_debugfs_dir(struct mbufmux_pool *pool)
 }
 EXPORT_SYMBOL_GPL(mbufmux_pool_debugfs_dir);
 
+#ifdef MBUFMUX_TEST_HOOKS
 /**
  * mbufmux_pool_inject_slab_failures() - make the next slab allocations fail
  * @pool: the pool
  * @n: how many of its next slab allocations fail
  *
  * A test hook for test_mbufmux: it lets the preallocated buffers be tested
- * on kernels without fault injection.
+ * on kernels without fault injection. Built only with the tests
+ * (MBUFMUX_TESTS=1, see Kbuild), never in the installed module.
  *
  * Context: any.
  * Return: nothing.
@@ -1205,6 +1217,7 @@ void mbufmux_pool_inject_slab_failures(struct mbufmux_pool *pool,
 	atomic_set(&pool->fail_slab, min_t(unsigned int, n, INT_MAX));
 }
 EXPORT_SYMBOL_GPL(mbufmux_pool_inject_slab_failures);
+#endif
 
 /* The shrinker: kept buffers go back to the slab under memory pressure. */
 
@@ -1285,13 +1298,15 @@ static unsigned long mbufmux_shrink_scan(struct shrinker *shrinker,
 	return freed ?: SHRINK_STOP;
 }
 
+#ifdef MBUFMUX_TEST_HOOKS
 /**
  * mbufmux_pool_shrink() - give kept buffers back as the shrinker does
  * @pool: the pool
  * @nr: how many at most
  *
  * A test hook for test_mbufmux: it runs what the pool's shrinker runs
- * under memory pressure, counted in ``shrunk`` the same way.
+ * under memory pressure, counted in ``shrunk`` the same way. Built only
+ * with the tests (MBUFMUX_TESTS=1, see Kbuild).
  *
  * Context: process or softirq context; never sleeps.
  * Return: the number of kept buffers given back to the slab allocator.
@@ -1301,6 +1316,7 @@ unsigned long mbufmux_pool_shrink(struct mbufmux_pool *pool, unsigned long nr)
 	return pool->keep ? mbufmux_shrink(pool, nr) : 0;
 }
 EXPORT_SYMBOL_GPL(mbufmux_pool_shrink);
+#endif
 
 /* debugfs */
 

@@ -251,10 +251,16 @@ static inline void *mbufmux_waiter_buf(const struct mbufmux_waiter *w)
 	return READ_ONCE(w->buf);
 }
 
-/* Test hook: fail the pool's next @n slab allocations (test_mbufmux only). */
+#ifdef MBUFMUX_TEST_HOOKS
+/*
+ * Test hooks of test_mbufmux, in mbufmux.ko only when it is built with the
+ * tests (MBUFMUX_TESTS=1, see Kbuild); never in the installed module.
+ */
+/* Fail the pool's next @n slab allocations. */
 void mbufmux_pool_inject_slab_failures(struct mbufmux_pool *pool,
 				       unsigned int n);
-/* Test hook: run the pool's shrinker for @nr buffers (test_mbufmux only). */
+/* Run the pool's shrinker for @nr buffers. */
 unsigned long mbufmux_pool_shrink(struct mbufmux_pool *pool, unsigned long nr);
+#endif
 
 #endif /* _MBUFMUX_H */

@@ -40,7 +40,9 @@ tar "${exclude[@]}" --exclude=./.git --exclude='*.ko' --exclude='*.o' \
 	--exclude='.*.cmd' --exclude='*.mod' --exclude='*.mod.c' \
 	--exclude=Module.symvers --exclude=modules.order -cf - . |
 	tar -xf - -C "$src"
-make -s -C "$dk" M="$src" W=1 modules 2>&1 | tee "$build/debug-build.log"
+# With the test modules (test_mbufmux.ko, test_leak.ko) and the test
+# hooks of mbufmux.ko they call (Kbuild).
+make -s -C "$dk" M="$src" W=1 MBUFMUX_TESTS=1 modules 2>&1 | tee "$build/debug-build.log"
 if grep -Ei 'warning|error' "$build/debug-build.log"; then
 	echo "check-debug: the modules do not build cleanly against the debug kernel" >&2
 	exit 1
