@@ -14,13 +14,14 @@ SRCTAR		:= /usr/src/linux-source-6.12.tar.xz
 	build-all \
 	tools install-tools check-tools \
 	clean help
-.PHONY: test-modules
+.PHONY: test-modules version
 
 all: modules
 
 help:
 	@echo "make            build the modules against KDIR ($(KDIR))"
 	@echo "make test-modules  the modules with the test ones (MBUFMUX_TESTS=1)"
+	@echo "make version    print the version (dkms.conf's PACKAGE_VERSION)"
 	@echo "make run        boot the test VM and run the demo (the main job)"
 	@echo "make check      build, boot the test VM, run every test (TAP)"
 	@echo "make vm         interactive shell in the test VM, modules loaded"
@@ -44,6 +45,9 @@ modules:
 # The same, with the test modules and the test hooks they call.
 test-modules:
 	$(MAKE) -C $(KDIR) M=$(CURDIR) MBUFMUX_TESTS=1 modules
+
+version:
+	@sed -n 's/^PACKAGE_VERSION="\([^"]*\)"$$/\1/p' dkms.conf
 
 # kselftest_harness.h, checkpatch.pl and kernel-doc come from Debian's
 # linux-source-6.12, unpacked once into the cache (never into the repo).

@@ -1654,3 +1654,4 @@ module_exit(mbufmux_exit);
 MODULE_AUTHOR("The mbufmux developers");
 MODULE_DESCRIPTION("A bounded, shared pool of mux buffers with a fair FIFO wait list");
 MODULE_LICENSE("GPL");
+MODULE_VERSION(MBUFMUX_VERSION);

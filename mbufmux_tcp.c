@@ -1615,4 +1615,5 @@ module_exit(mbufmux_tcp_module_exit);
 MODULE_AUTHOR("The mbufmux developers");
 MODULE_DESCRIPTION("mbufmux TCP upper-layer protocol: socket buffers from a shared, bounded pool");
 MODULE_LICENSE("GPL");
+MODULE_VERSION(MBUFMUX_VERSION);
 MODULE_ALIAS_TCP_ULP("mbufmux");
