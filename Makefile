@@ -14,13 +14,14 @@ SRCTAR		:= /usr/src/linux-source-6.12.tar.xz
 	build-all \
 	tools install-tools check-tools \
 	clean help
-.PHONY: test-modules version
+.PHONY: test-modules check-dkms version
 
 all: modules
 
 help:
 	@echo "make            build the modules against KDIR ($(KDIR))"
 	@echo "make test-modules  the modules with the test ones (MBUFMUX_TESTS=1)"
+	@echo "make check-dkms DKMS builds and installs, 6.12 and 6.1, in a throwaway tree"
 	@echo "make version    print the version (dkms.conf's PACKAGE_VERSION)"
 	@echo "make run        boot the test VM and run the demo (the main job)"
 	@echo "make check      build, boot the test VM, run every test (TAP)"
@@ -49,6 +50,10 @@ test-modules:
 version:
 	@sed -n 's/^PACKAGE_VERSION="\([^"]*\)"$$/\1/p' dkms.conf
 
+# DKMS (dkms.conf) against both kernels' headers, in a throwaway tree.
+check-dkms: deps
+	scripts/check-dkms.sh $(KDIR) $(KDIR_61)
+
 # kselftest_harness.h, checkpatch.pl and kernel-doc come from Debian's
 # linux-source-6.12, unpacked once into the cache (never into the repo).
 srctree: $(SRCTREE)/Makefile
@@ -73,6 +78,7 @@ selftests: srctree
 # The suite on the 6.12 cloud kernel, then on Debian 12's 6.1 (modules
 # built against KDIR_61 in build/k61/src): scripts/check.sh.
 check: deps
+	$(MAKE) check-dkms
 	$(MAKE) test-modules selftests
 	$(MAKE) check-tools
 	KDIR=$(KDIR) KDIR_61=$(KDIR_61) scripts/check.sh
