@@ -2,8 +2,13 @@
 #
 # mbufmux: every user-facing target. `make help` lists them.
 
-# The headers of Debian's linux-image-6.12-cloud-amd64, the test VM's kernel.
-KDIR		?= $(lastword $(sort $(wildcard /usr/src/linux-headers-6.12.*-cloud-amd64)))
+# The headers of Debian's linux-image-6.12-cloud-amd64, the test VM's
+# kernel: what every target that runs the VM builds against.
+KDIR_VM		?= $(lastword $(sort $(wildcard /usr/src/linux-headers-6.12.*-cloud-amd64)))
+# What `make` and `make install` build against: the running kernel's
+# headers where they are installed, else the test VM's.
+KDIR_RUNNING	:= /lib/modules/$(shell uname -r)/build
+KDIR		?= $(if $(wildcard $(KDIR_RUNNING)/Makefile),$(KDIR_RUNNING),$(KDIR_VM))
 # Debian 12's own kernel headers (6.1), the second build target.
 KDIR_61		?= $(firstword $(wildcard /usr/src/linux-headers-6.1.*-amd64))
 CACHE		?= /var/cache/mbufmux
@@ -52,7 +57,7 @@ version:
 
 # DKMS (dkms.conf) against both kernels' headers, in a throwaway tree.
 check-dkms: deps
-	scripts/check-dkms.sh $(KDIR) $(KDIR_61)
+	scripts/check-dkms.sh $(KDIR_VM) $(KDIR_61)
 
 # kselftest_harness.h, checkpatch.pl and kernel-doc come from Debian's
 # linux-source-6.12, unpacked once into the cache (never into the repo).
@@ -79,25 +84,25 @@ selftests: srctree
 # built against KDIR_61 in build/k61/src): scripts/check.sh.
 check: deps
 	$(MAKE) check-dkms
-	$(MAKE) test-modules selftests
+	$(MAKE) test-modules selftests KDIR=$(KDIR_VM)
 	$(MAKE) check-tools
-	KDIR=$(KDIR) KDIR_61=$(KDIR_61) scripts/check.sh
+	KDIR=$(KDIR_VM) KDIR_61=$(KDIR_61) scripts/check.sh
 
 # The demo: what it builds, the demo's summary, the pool's counters and
 # the verdict (the VM's console, kernel log included, in build/vm-demo.log).
 run: deps
-	@echo "=== run: building mbufmux.ko, mbufmux_tcp.ko (against $(KDIR)) and the demo"
-	@$(MAKE) -s --no-print-directory modules selftests
-	@scripts/vm.sh demo
+	@echo "=== run: building mbufmux.ko, mbufmux_tcp.ko (against $(KDIR_VM)) and the demo"
+	@$(MAKE) -s --no-print-directory modules selftests KDIR=$(KDIR_VM)
+	@KDIR=$(KDIR_VM) scripts/vm.sh demo
 
 vm: deps
-	$(MAKE) test-modules selftests
-	scripts/vm.sh shell
+	$(MAKE) test-modules selftests KDIR=$(KDIR_VM)
+	KDIR=$(KDIR_VM) scripts/vm.sh shell
 
 # The suite and fault injection on a debug kernel built from linux-source
 # (cached; about 25 min cold on 2 cores).
 check-debug: deps srctree
-	$(MAKE) test-modules selftests
+	$(MAKE) test-modules selftests KDIR=$(KDIR_VM)
 	scripts/check-debug.sh
 
 # checkpatch --strict, with the exceptions each kind of file needs:
@@ -129,9 +134,9 @@ style-installed:
 		-f $(USER_SRC)
 	$(SRCTREE)/scripts/kernel-doc -none -Wall mbufmux.h mbufmux.c \
 		mbufmux_tcp.c uapi/mbufmux.h
-	$(MAKE) -s -C $(KDIR) M=$(CURDIR) C=2 CHECK="sparse" modules \
+	$(MAKE) -s -C $(KDIR_VM) M=$(CURDIR) C=2 CHECK="sparse" modules \
 		> build/sparse.log 2>&1 || (cat build/sparse.log; exit 1)
-	$(MAKE) -s -C $(KDIR) M=$(CURDIR) C=2 CHECK="sparse" \
+	$(MAKE) -s -C $(KDIR_VM) M=$(CURDIR) C=2 CHECK="sparse" \
 		MBUFMUX_TESTS=1 MBUFMUX_BENCH=1 modules \
 		>> build/sparse.log 2>&1 || (cat build/sparse.log; exit 1)
 	@if grep -Ei 'warning|error' build/sparse.log; then exit 1; fi
@@ -139,13 +144,13 @@ style-installed:
 
 # W=1 against both kernels, in place, the product alone and with the test
 # and bench modules; any warning fails. Ends with the tree built against
-# KDIR again, test modules included.
+# the VM's kernel, test modules included.
 build-all: deps
 	@$(MAKE) --no-print-directory build-all-installed
 
 build-all-installed:
 	@mkdir -p build
-	@for k in $(KDIR_61) $(KDIR); do \
+	@for k in $(KDIR_61) $(KDIR_VM); do \
 	for t in 0 1; do \
 		echo "== W=1 build against $$k, MBUFMUX_TESTS=$$t MBUFMUX_BENCH=$$t"; \
 		$(MAKE) -s -C $$k M=$(CURDIR) clean; \
@@ -173,7 +178,7 @@ clean:
 # of `make check`.
 .PHONY: bench
 bench: deps
-	$(MAKE) -C $(KDIR) M=$(CURDIR) MBUFMUX_BENCH=1 modules
+	$(MAKE) -C $(KDIR_VM) M=$(CURDIR) MBUFMUX_BENCH=1 modules
 	$(MAKE) -C bench
 	bench/run.sh
 
