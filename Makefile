@@ -19,12 +19,13 @@ SRCTAR		:= /usr/src/linux-source-6.12.tar.xz
 	build-all \
 	tools install-tools check-tools \
 	clean help
-.PHONY: test-modules check-dkms version
+.PHONY: test-modules install check-dkms version
 
 all: modules
 
 help:
 	@echo "make            build the modules against KDIR ($(KDIR))"
+	@echo "make install    install them in /lib/modules (modules_install, depmod)"
 	@echo "make test-modules  the modules with the test ones (MBUFMUX_TESTS=1)"
 	@echo "make check-dkms DKMS builds and installs, 6.12 and 6.1, in a throwaway tree"
 	@echo "make version    print the version (dkms.conf's PACKAGE_VERSION)"
@@ -54,6 +55,18 @@ test-modules:
 
 version:
 	@sed -n 's/^PACKAGE_VERSION="\([^"]*\)"$$/\1/p' dkms.conf
+
+# The product modules only, whatever was built before, into
+# $(INSTALL_MOD_PATH)/lib/modules/<release>/updates, then depmod (Kbuild
+# skips it without a System.map). Unsigned: the kernel's signing key is
+# not in its headers (with Secure Boot, use DKMS: README.md).
+KRELEASE	= $(shell sed -n 's/^\#define UTS_RELEASE "\(.*\)"$$/\1/p' \
+		    $(KDIR)/include/generated/utsrelease.h)
+install:
+	$(MAKE) -C $(KDIR) M=$(CURDIR) MBUFMUX_TESTS=0 MBUFMUX_BENCH=0 modules
+	$(MAKE) -C $(KDIR) M=$(CURDIR) INSTALL_MOD_DIR=updates \
+		CONFIG_MODULE_SIG_ALL= modules_install
+	depmod $(if $(INSTALL_MOD_PATH),-b $(INSTALL_MOD_PATH)) $(KRELEASE)
 
 # DKMS (dkms.conf) against both kernels' headers, in a throwaway tree.
 check-dkms: deps
