@@ -87,14 +87,15 @@ $(SRCTAR):
 # With tools/: selftests/mbufmuxtop.sh runs mbufmuxtop in the VM.
 selftests: srctree
 	$(MAKE) -C selftests SRCTREE=$(SRCTREE)
-	for p in mbufmux_demo mbufmux_fault; do \
+	for p in mbufmux_demo mbufmux_fault mbufmux_attach; do \
 		$(CC) -O2 -Wall -Wextra -static -pthread -o selftests/$$p \
 			selftests/$$p.c || exit 1; \
 	done
 	$(MAKE) -C tools
 
 # The suite on the 6.12 cloud kernel, then on Debian 12's 6.1 (modules
-# built against KDIR_61 in build/k61/src): scripts/check.sh.
+# built against KDIR_61 in build/k61/src), each VM with the modules `make
+# install` installs for it too (selftests/install.sh): scripts/check.sh.
 check: deps
 	$(MAKE) check-dkms
 	$(MAKE) test-modules selftests KDIR=$(KDIR_VM)
@@ -182,7 +183,7 @@ clean:
 	-$(MAKE) -C selftests clean
 	-$(MAKE) -C bench clean
 	-$(MAKE) -C tools clean
-	rm -f selftests/mbufmux_demo selftests/mbufmux_fault
+	rm -f selftests/mbufmux_demo selftests/mbufmux_fault selftests/mbufmux_attach
 	rm -rf build
 
 # Benchmarks (bench/README.md): the modules and bench/ulp_bench, then the

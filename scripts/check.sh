@@ -14,6 +14,10 @@
 #         its console log in build/k61/.
 #
 # The test programs are userspace, the same binaries for both kernels.
+# Each VM also gets what `make install` installs for its kernel (in
+# build/install-root, build/k61/install-root), copied into its
+# /lib/modules/<release>/updates, and Debian's kmod as /bin/kmod: for
+# selftests/install.sh.
 #
 # Usage: scripts/check.sh
 # Env: KDIR, KDIR_61 (header trees; default: the installed 6.12 cloud and
@@ -54,14 +58,28 @@ prepare_61() {
 		{ cat "$build/k61/build.log"; return 3; }
 }
 
+# `make install` of tree $1 for headers $2 into $3, then the tree's test
+# build again (install builds the product modules in place).
+stage_install() {
+	rm -rf "$3"
+	{ "$make" -s -C "$1" KDIR="$2" INSTALL_MOD_PATH="$3" install &&
+		"$make" -s -C "$1" KDIR="$2" test-modules; } >"$3.log" 2>&1 ||
+		{ cat "$3.log"; return 3; }
+}
+# The MBUFMUX_VM_FILES words that put install root $1 and kmod in a VM.
+vm_files() {
+	(cd "$1" && find lib -name '*.ko*' -printf "$1/%p=/%p ")
+	printf '%s=/bin/kmod\n' "$(command -v kmod)"
+}
+
 summary=()
 total_p=0 total_f=0 total_s=0
 first_rc=0
 for k in ${MBUFMUX_CHECK_KERNELS:-6.12 6.1}; do
 	case $k in
-	6.12) hdr=$kdir env=() ;;
+	6.12) hdr=$kdir src=$repo root=$build/install-root env=() ;;
 	6.1)
-		hdr=$kdir61
+		hdr=$kdir61 src=$build/k61/src root=$build/k61/install-root
 		env=(MBUFMUX_SRC="$build/k61/src" MBUFMUX_BUILD="$build/k61")
 		;;
 	*) echo "check: unknown kernel '$k' (6.12 or 6.1)" >&2; exit 3 ;;
@@ -76,11 +94,15 @@ for k in ${MBUFMUX_CHECK_KERNELS:-6.12 6.1}; do
 		rc=3
 	elif [ "$k" = 6.1 ] && ! prepare_61; then
 		rc=3
+	elif ! stage_install "$src" "$hdr" "$root"; then
+		rc=3
 	fi
 	line="not run"
 	if [ "$rc" -eq 0 ]; then
 		out=$build/.check-$k.out
-		env KDIR="$hdr" "${env[@]}" "$scripts/vm.sh" check | tee "$out"
+		env KDIR="$hdr" "${env[@]}" \
+			MBUFMUX_VM_FILES="${MBUFMUX_VM_FILES:-} $(vm_files "$root")" \
+			"$scripts/vm.sh" check | tee "$out"
 		rc=${PIPESTATUS[0]}
 		line=$(grep -E '^[0-9]+ passed, [0-9]+ failed, [0-9]+ skipped$' "$out" | tail -n 1)
 		rm -f "$out"
