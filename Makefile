@@ -36,8 +36,8 @@ help:
 	@echo "make style      checkpatch --strict, sparse, kernel-doc"
 	@echo "make build-all  W=1 builds against the 6.12 and 6.1 headers"
 	@echo "make bench      benchmarks in the test VM (table, build/bench.json)"
-	@echo "make tools      build tools/ (mbufmuxtop)"
-	@echo "make install-tools  install them in PREFIX/sbin (/usr/local/sbin)"
+	@echo "make tools      build tools/ (mbufmuxtop, mbufmux-run)"
+	@echo "make install-tools  install them in PREFIX (/usr/local)"
 	@echo "make check-tools    their host-side tests (no VM; part of make check)"
 	@echo "make clean      remove build output"
 
@@ -133,7 +133,8 @@ KERNEL_SRC	:= mbufmux.c mbufmux.h mbufmux_tcp.c uapi/mbufmux.h \
 		   $(filter-out %.mod.c, $(wildcard selftests/test_*.c)) \
 		   $(wildcard bench/*_kern.c)
 USER_SRC	:= $(filter-out %.mod.c selftests/test_%.c %_kern.c, \
-		     $(wildcard selftests/*.c selftests/*.h bench/*.c tools/*.c))
+		     $(wildcard selftests/*.c selftests/*.h bench/*.c tools/*.c \
+				tools/mbufmux-run/*.c))
 
 # deps may install the headers KDIR points at: a sub-make sees them.
 style: deps srctree
@@ -196,7 +197,8 @@ bench: deps
 	$(MAKE) -C bench
 	bench/run.sh
 
-# Userspace tools (tools/Makefile): mbufmuxtop, the pools' live view.
+# Userspace tools (tools/Makefile): mbufmuxtop, the pools' live view, and
+# mbufmux-run, which attaches unmodified programs (tools/mbufmux-run).
 # PREFIX (default /usr/local) and DESTDIR go through to tools/Makefile.
 tools:
 	$(MAKE) -C tools
