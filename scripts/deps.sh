@@ -9,7 +9,7 @@ set -eu
 
 PKGS="make gcc libc6-dev qemu-system-x86 busybox-static cpio gzip xz-utils
       linux-headers-6.12-cloud-amd64 linux-headers-amd64 linux-source-6.12
-      sparse python3 perl iproute2 kmod zstd dkms openssl"
+      sparse python3 perl iproute2 kmod zstd dkms openssl iperf3 socat"
 if [ "${1:-}" = "--debug" ]; then
 	PKGS="$PKGS bc flex bison libelf-dev libssl-dev dwarves"
 fi

@@ -12,6 +12,10 @@
 #   /usr/sbin/mbufmuxtop       tools/mbufmuxtop-static, if built
 #   /lib/modules/<kver>/       Debian modules from $MBUFMUX_VM_MODULES and
 #                              their dependencies (for modprobe), if present
+#   /usr/bin/mbufmux-run,      tools/mbufmux-run, as installed, if built
+#   /usr/lib/mbufmux/
+#   /usr/bin/<program>         host programs named in $MBUFMUX_VM_PROGRAMS
+#                              (default "iperf3 socat"), if installed
 #   shared libraries           of any dynamically linked program above
 #
 # Usage: scripts/mkinitramfs.sh OUT.cpio.gz [HOSTFILE=/GUEST/PATH ...]
@@ -108,6 +112,28 @@ fi
 if [ -x "$src/tools/mbufmuxtop-static" ]; then
 	install -m 755 "$src/tools/mbufmuxtop-static" "$root/usr/sbin/mbufmuxtop"
 fi
+
+# mbufmux-run where "make install-tools PREFIX=/usr" puts it, and the real
+# programs its selftest runs through it (a real file replaces any applet
+# link of the same name).
+run=$src/tools/mbufmux-run
+if [ -f "$run/mbufmux_preload.so" ]; then
+	mkdir -p "$root/usr/lib/mbufmux"
+	install -m 755 "$run/mbufmux-run" "$root/usr/bin/mbufmux-run"
+	cp "$run/mbufmux_preload.so" "$root/usr/lib/mbufmux/"
+	copy_libs "$root/usr/lib/mbufmux/mbufmux_preload.so"
+else
+	echo "mkinitramfs: warning: no $run/mbufmux_preload.so (make tools)" >&2
+fi
+for p in ${MBUFMUX_VM_PROGRAMS-iperf3 socat}; do
+	if path=$(command -v "$p") && [ -f "$path" ]; then
+		rm -f "$root/usr/bin/$p"
+		cp "$path" "$root/usr/bin/$p"
+		copy_libs "$path"
+	else
+		echo "mkinitramfs: warning: no $p on the host (scripts/deps.sh)" >&2
+	fi
+done
 
 # Debian modules (e.g. tls.ko) and their dependencies, decompressed.
 moddir=
