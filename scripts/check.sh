@@ -13,7 +13,8 @@
 #         build/k61/src (an external module builds in its own directory),
 #         its console log in build/k61/.
 #
-# The test programs are userspace, the same binaries for both kernels.
+# The test programs (and mbufmux-run's preload library) are userspace,
+# the same binaries for both kernels.
 # Each VM also gets what `make install` installs for its kernel (in
 # build/install-root, build/k61/install-root), copied into its
 # /lib/modules/<release>/updates, and Debian's kmod as /bin/kmod: for
@@ -53,6 +54,9 @@ prepare_61() {
 	for f in "$repo"/tools/*-static; do
 		[ -f "$f" ] && cp "$f" "$src/tools/"
 	done
+	# mbufmux-run's preload library (build output, so not copied above).
+	lib=$repo/tools/mbufmux-run/mbufmux_preload.so
+	[ ! -f "$lib" ] || cp "$lib" "$src/tools/mbufmux-run/"
 	echo "check: building the modules against $kdir61 in $src"
 	"$make" -s -C "$src" KDIR="$kdir61" test-modules >"$build/k61/build.log" 2>&1 ||
 		{ cat "$build/k61/build.log"; return 3; }
