@@ -88,8 +88,9 @@ $(SRCTAR):
 selftests: srctree
 	$(MAKE) -C selftests SRCTREE=$(SRCTREE)
 	for p in mbufmux_demo mbufmux_fault mbufmux_attach; do \
-		$(CC) -O2 -Wall -Wextra -static -pthread -o selftests/$$p \
-			selftests/$$p.c || exit 1; \
+		$(CC) -O2 -Wall -Wextra -static -pthread -Iuapi -Ilib \
+			-o selftests/$$p selftests/$$p.c \
+			lib/libmbufmux_test.a || exit 1; \
 	done
 	$(MAKE) -C tools
 
@@ -133,7 +134,7 @@ KERNEL_SRC	:= mbufmux.c mbufmux.h mbufmux_tcp.c uapi/mbufmux.h \
 		   $(filter-out %.mod.c, $(wildcard selftests/test_*.c)) \
 		   $(wildcard bench/*_kern.c)
 USER_SRC	:= $(filter-out %.mod.c selftests/test_%.c %_kern.c, \
-		     $(wildcard selftests/*.c selftests/*.h bench/*.c tools/*.c \
+		     $(wildcard selftests/*.c selftests/*.h bench/*.c tools/*.c lib/*.[ch] \
 				tools/mbufmux-run/*.c))
 
 # deps may install the headers KDIR points at: a sub-make sees them.
@@ -183,6 +184,7 @@ clean:
 	$(MAKE) -C $(KDIR) M=$(CURDIR) clean
 	-$(MAKE) -C selftests clean
 	-$(MAKE) -C bench clean
+	-$(MAKE) -C lib clean
 	-$(MAKE) -C tools clean
 	rm -f selftests/mbufmux_demo selftests/mbufmux_fault selftests/mbufmux_attach
 	rm -rf build

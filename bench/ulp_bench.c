@@ -49,49 +49,13 @@
  * if a check failed, 2 on a setup error.
  */
 #define _GNU_SOURCE
-#include <errno.h>
-#include <fcntl.h>
-#include <pthread.h>
-#include <stdbool.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <time.h>
-#include <unistd.h>
-
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <sys/epoll.h>
-#include <sys/ioctl.h>
 #include <sys/resource.h>
-#include <sys/socket.h>
-#include <sys/syscall.h>
 
-#include <linux/capability.h>
-#include <linux/sockios.h>
+#include "mbufmux_test_lib.h"
 
-#include "mbufmux.h"
-
-#ifndef TCP_ULP
-#define TCP_ULP 31
-#endif
-#ifndef SIOCOUTQNSD
-#define SIOCOUTQNSD 0x894B
-#endif
-
-#define ULP_NAME	"mbufmux"
-#define STATS_PATH	"/sys/kernel/debug/mbufmux/tcp/stats"
 #define MAX_FLOWS	64
-#define ARRAY_SIZE(a)	((int)(sizeof(a) / sizeof((a)[0])))
 #define MAX_REPS	15
-
-static void die(const char *what)
-{
-	fprintf(stderr, "ulp_bench: %s: %s\n", what, strerror(errno));
-	exit(2);
-}
 
 static double now(void)
 {
@@ -174,44 +138,6 @@ static double jain(const double *x, int n)
 	return sq > 0 ? sum * sum / (n * sq) : 0;
 }
 
-static int listener(void)
-{
-	struct sockaddr_in a = { .sin_family = AF_INET };
-	int fd, one = 1;
-
-	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	fd = socket(AF_INET, SOCK_STREAM, 0);
-	if (fd < 0)
-		die("socket");
-	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-	if (bind(fd, (struct sockaddr *)&a, sizeof(a)) || listen(fd, 1024))
-		die("bind/listen");
-	return fd;
-}
-
-/* A connected pair: *@cli connects to @lfd, *@srv is the accepted end. */
-static void connect_pair(int lfd, int *cli, int *srv)
-{
-	struct sockaddr_in a;
-	socklen_t len = sizeof(a);
-
-	if (getsockname(lfd, (struct sockaddr *)&a, &len))
-		die("getsockname");
-	*cli = socket(AF_INET, SOCK_STREAM, 0);
-	if (*cli < 0)
-		die("socket");
-	if (connect(*cli, (struct sockaddr *)&a, sizeof(a)))
-		die("connect");
-	*srv = accept(lfd, NULL, NULL);
-	if (*srv < 0)
-		die("accept");
-}
-
-static int attach_ulp(int fd)
-{
-	return setsockopt(fd, IPPROTO_TCP, TCP_ULP, ULP_NAME, sizeof(ULP_NAME));
-}
-
 /*
  * Leave CAP_NET_ADMIN out of the effective set: the ULP then gives the
  * sockets the pool's default margin (they leave the reserve), as for an
@@ -219,40 +145,8 @@ static int attach_ulp(int fd)
  */
 static void drop_net_admin(void)
 {
-	struct __user_cap_header_struct h = {
-		.version = _LINUX_CAPABILITY_VERSION_3,
-	};
-	struct __user_cap_data_struct d[_LINUX_CAPABILITY_U32S_3];
-
-	if (syscall(SYS_capget, &h, d))
-		die("capget");
-	d[CAP_TO_INDEX(CAP_NET_ADMIN)].effective &= ~CAP_TO_MASK(CAP_NET_ADMIN);
-	if (syscall(SYS_capset, &h, d))
+	if (net_admin(false))
 		die("capset");
-}
-
-static void set_nonblock(int fd)
-{
-	if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK))
-		die("fcntl");
-}
-
-/* One value of the pool's debugfs stats, or -1. */
-static long long pool_stat(const char *name)
-{
-	char key[64];
-	long long v, found = -1;
-	FILE *f = fopen(STATS_PATH, "r");
-
-	if (!f)
-		return -1;
-	while (fscanf(f, "%63s %lld", key, &v) == 2)
-		if (!strcmp(key, name)) {
-			found = v;
-			break;
-		}
-	fclose(f);
-	return found;
 }
 
 /* stream */
@@ -358,10 +252,12 @@ static double stream_run(enum mode m, size_t wsize, int flows, int flush,
 	int stop = 0;
 	uint64_t b0 = 0, b1 = 0;
 	double t0, t1;
-	int lfd, i;
+	struct lsn l;
+	int i;
 
 	memset(f, 0, sizeof(f));
-	lfd = listener();
+	if (lsn_open(&l, AF_INET, false))
+		die("listen on loopback");
 	pthread_barrier_init(&start, NULL, (m == M_NULL ? 1 : 2) * flows + 1);
 	for (i = 0; i < flows; i++) {
 		if (m == M_NULL) {
@@ -370,9 +266,11 @@ static double stream_run(enum mode m, size_t wsize, int flows, int flush,
 			if (f[i].cli < 0)
 				die("open /dev/null");
 		} else {
-			connect_pair(lfd, &f[i].cli, &f[i].srv);
+			f[i].cli = lsn_pair(&l, &f[i].srv);
+			if (f[i].cli < 0)
+				die("connect");
 		}
-		if ((m == M_ULP || m == M_ULP_PLAIN) && attach_ulp(f[i].cli))
+		if ((m == M_ULP || m == M_ULP_PLAIN) && attach(f[i].cli))
 			die("setsockopt(TCP_ULP, \"mbufmux\") (is mbufmux_tcp loaded?)");
 		if (stream_nodelay && m != M_NULL) {
 			int one = 1;
@@ -411,7 +309,7 @@ static double stream_run(enum mode m, size_t wsize, int flows, int flush,
 		if (f[i].srv >= 0)
 			close(f[i].srv);
 	}
-	close(lfd);
+	close(l.fd);
 	pthread_barrier_destroy(&start);
 	return (b1 - b0) / (t1 - t0);
 }
@@ -595,12 +493,6 @@ struct scale {
 	long long in_use_max, waiters_max;
 };
 
-/* The byte at @off of connection @i: checks that nothing crosses over. */
-static unsigned char pattern(int i, unsigned int off)
-{
-	return (unsigned char)(i * 131 + off * 7 + (off >> 8));
-}
-
 static void *scale_receiver(void *arg)
 {
 	struct scale *sc = arg;
@@ -656,10 +548,10 @@ static void *scale_monitor(void *arg)
 	long long v;
 
 	while (!__atomic_load_n(&sc->stop, __ATOMIC_RELAXED)) {
-		v = pool_stat("in_use");
+		v = stat_get("in_use");
 		if (v > sc->in_use_max)
 			sc->in_use_max = v;
-		v = pool_stat("waiters");
+		v = stat_get("waiters");
 		if (v > sc->waiters_max)
 			sc->waiters_max = v;
 		usleep(20000);
@@ -680,7 +572,8 @@ static int timed_join(pthread_t t, double secs)
 static int cmd_scale(int argc, char **argv)
 {
 	unsigned int bytes = 4096, msgs = 4;
-	int conns = 10000, use_ulp = 1, unpriv = 0, opt, i, k, n, ep, lfd;
+	int conns = 10000, use_ulp = 1, unpriv = 0, opt, i, k, n, ep;
+	struct lsn l;
 	int failed = 0;
 	long long limit = -1, peak = -1, peak0 = -1, allocs0 = -1;
 	long long handoffs0 = 0, waits0 = 0;
@@ -742,28 +635,33 @@ static int cmd_scale(int argc, char **argv)
 	sc.half = bytes / msgs / 2;
 
 	if (use_ulp) {
-		limit = pool_stat("limit");
-		peak0 = pool_stat("peak");
-		allocs0 = pool_stat("allocs");
-		handoffs0 = pool_stat("handoffs");
-		waits0 = pool_stat("waits");
-		buf_size = pool_stat("buf_size");
+		limit = stat_get("limit");
+		peak0 = stat_get("peak");
+		allocs0 = stat_get("allocs");
+		handoffs0 = stat_get("handoffs");
+		waits0 = stat_get("waits");
+		buf_size = stat_get("buf_size");
 		if (limit < 0)
-			die("read " STATS_PATH " (mbufmux_tcp loaded, debugfs mounted?)");
+			die("read " DBG_DIR "stats (mbufmux_tcp loaded, debugfs mounted?)");
 	}
 
 	if (unpriv)
 		drop_net_admin();
 	t_setup = now();
-	lfd = listener();
+	if (lsn_open(&l, AF_INET, false))
+		die("listen on loopback");
 	for (i = 0; i < conns; i++) {
-		connect_pair(lfd, &sc.c[i].cli, &sc.c[i].srv);
-		if (use_ulp && attach_ulp(sc.c[i].cli))
+		sc.c[i].cli = lsn_pair(&l, &sc.c[i].srv);
+		if (sc.c[i].cli < 0)
+			die("connect");
+		if (use_ulp && attach(sc.c[i].cli))
 			die("setsockopt(TCP_ULP, \"mbufmux\")");
-		set_nonblock(sc.c[i].cli);
-		set_nonblock(sc.c[i].srv);
+		if (set_nonblock(sc.c[i].cli))
+			die("fcntl");
+		if (set_nonblock(sc.c[i].srv))
+			die("fcntl");
 	}
-	close(lfd);
+	close(l.fd);
 	t_setup = now() - t_setup;
 
 	ep = epoll_create1(0);
@@ -838,12 +736,12 @@ static int cmd_scale(int argc, char **argv)
 	__atomic_store_n(&sc.stop, 1, __ATOMIC_RELAXED);
 	if (use_ulp) {
 		pthread_join(mon_thread, NULL);
-		peak = pool_stat("peak");
-		handoffs = pool_stat("handoffs") - handoffs0;
-		waits = pool_stat("waits") - waits0;
-		wait_ns_max = pool_stat("wait_ns_max");
+		peak = stat_get("peak");
+		handoffs = stat_get("handoffs") - handoffs0;
+		waits = stat_get("waits") - waits0;
+		wait_ns_max = stat_get("wait_ns_max");
 		/* The zeroed buffer the pool keeps for handoffs, if any. */
-		clean = pool_stat("clean");
+		clean = stat_get("clean");
 	}
 
 	n = 0;
@@ -949,7 +847,7 @@ static const struct mem_cfg mem_cfgs[] = {
 	{ "tcp_lowat", false, true },
 };
 
-#define MEM_NR_CFGS	ARRAY_SIZE(mem_cfgs)
+#define MEM_NR_CFGS	((int)ARRAY_SIZE(mem_cfgs))
 
 struct mem_result {
 	long long accepted, unsent, unsent_max, outq, peer_inq;
@@ -1019,25 +917,30 @@ static void mem_run(const struct mem_cfg *cfg, int n, long long cap,
 {
 	int *cli = calloc(n, sizeof(int)), *srv = calloc(n, sizeof(int));
 	long long *acc = calloc(n, sizeof(long long));
-	int lfd, i, pass;
+	struct lsn l;
+	int i, pass;
 	double t0;
 
 	if (!cli || !srv || !acc)
 		die("calloc");
 	memset(res, 0, sizeof(*res));
 	res->mem_before = sockstat_tcp_mem();
-	lfd = listener();
+	if (lsn_open(&l, AF_INET, false))
+		die("listen on loopback");
 	for (i = 0; i < n; i++) {
-		connect_pair(lfd, &cli[i], &srv[i]);
-		if (cfg->ulp && attach_ulp(cli[i]))
+		cli[i] = lsn_pair(&l, &srv[i]);
+		if (cli[i] < 0)
+			die("connect");
+		if (cfg->ulp && attach(cli[i]))
 			die("setsockopt(TCP_ULP, \"mbufmux\") (is mbufmux_tcp loaded?)");
 		if (cfg->lowat && setsockopt(cli[i], IPPROTO_TCP,
 					     TCP_NOTSENT_LOWAT, &lowat,
 					     sizeof(lowat)))
 			die("setsockopt(TCP_NOTSENT_LOWAT)");
-		set_nonblock(cli[i]);
+		if (set_nonblock(cli[i]))
+			die("fcntl");
 	}
-	close(lfd);
+	close(l.fd);
 
 	/* Passes over all senders until one gets nothing more accepted. */
 	t0 = now();
@@ -1111,8 +1014,8 @@ static void mem_run(const struct mem_cfg *cfg, int n, long long cap,
 	}
 	res->mem_after = sockstat_tcp_mem();
 	if (cfg->ulp) {
-		res->pool_in_use = pool_stat("in_use");
-		res->pool_waiters = pool_stat("waiters");
+		res->pool_in_use = stat_get("in_use");
+		res->pool_waiters = stat_get("waiters");
 	}
 
 	/* The peers first: closing with unread data resets the connection. */
@@ -1213,11 +1116,11 @@ static int cmd_memory(int argc, char **argv)
 		die("malloc");
 	memset(buf, 'm', wsize);
 
-	limit = pool_stat("limit");
-	buf_size = pool_stat("buf_size");
-	in_use0 = pool_stat("in_use");
+	limit = stat_get("limit");
+	buf_size = stat_get("buf_size");
+	in_use0 = stat_get("in_use");
 	if (limit < 0 || buf_size < 0)
-		die("read " STATS_PATH " (mbufmux_tcp loaded, debugfs mounted?)");
+		die("read " DBG_DIR "stats (mbufmux_tcp loaded, debugfs mounted?)");
 	sysctl3("/proc/sys/net/ipv4/tcp_mem", tcp_mem);
 	sysctl3("/proc/sys/net/ipv4/tcp_wmem", tcp_wmem);
 	base = sockstat_tcp_mem();

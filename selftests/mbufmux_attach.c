@@ -19,57 +19,16 @@
  * message on stderr).
  */
 #define _GNU_SOURCE
-#include <errno.h>
 #include <grp.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <unistd.h>
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <sys/socket.h>
-
-#define ULP_NAME "mbufmux"
-
-static void fail(const char *what)
-{
-	fprintf(stderr, "mbufmux_attach: %s: %s\n", what, strerror(errno));
-	exit(2);
-}
+#include "mbufmux_test_lib.h"
 
 static void drop_to(uid_t uid)
 {
 	if (setgroups(0, NULL) || setgid(uid) || setuid(uid))
-		fail("dropping privileges");
+		die("dropping privileges");
 	if (getuid() != uid || geteuid() != uid)
-		fail("still privileged");
-}
-
-/* A loopback connection: *cli connects to *srv. */
-static void tcp_pair(int *cli, int *srv)
-{
-	struct sockaddr_in a = { .sin_family = AF_INET };
-	socklen_t len = sizeof(a);
-	int lsn;
-
-	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	lsn = socket(AF_INET, SOCK_STREAM, 0);
-	if (lsn < 0)
-		fail("socket");
-	if (bind(lsn, (struct sockaddr *)&a, sizeof(a)) || listen(lsn, 1) ||
-	    getsockname(lsn, (struct sockaddr *)&a, &len))
-		fail("listen on loopback");
-	*cli = socket(AF_INET, SOCK_STREAM, 0);
-	if (*cli < 0)
-		fail("socket");
-	if (connect(*cli, (struct sockaddr *)&a, sizeof(a)))
-		fail("connect");
-	*srv = accept(lsn, NULL, NULL);
-	if (*srv < 0)
-		fail("accept");
-	close(lsn);
+		die("still privileged");
 }
 
 int main(int argc, char **argv)
@@ -104,22 +63,23 @@ int main(int argc, char **argv)
 		return 2;
 	}
 
-	tcp_pair(&cli, &srv);
-	if (setsockopt(cli, IPPROTO_TCP, TCP_ULP, ULP_NAME, sizeof(ULP_NAME))) {
+	if (tcp_pair(&cli, &srv))
+		die("a loopback connection");
+	if (attach(cli)) {
 		printf("%s\n", strerrorname_np(errno) ?: "EUNKNOWN");
 		return 1;
 	}
 	if (getsockopt(cli, IPPROTO_TCP, TCP_ULP, name, &len))
-		fail("getsockopt TCP_ULP");
+		die("getsockopt TCP_ULP");
 	if (strcmp(name, ULP_NAME)) {
 		fprintf(stderr, "mbufmux_attach: the socket's ULP is '%s'\n",
 			name);
 		return 2;
 	}
 	if (send(cli, "ping", 4, 0) != 4)
-		fail("send");
+		die("send");
 	if (recv(srv, buf, 4, MSG_WAITALL) != 4)
-		fail("recv");
+		die("recv");
 	if (memcmp(buf, "ping", 4)) {
 		fprintf(stderr, "mbufmux_attach: the peer got other bytes\n");
 		return 2;

@@ -14,22 +14,7 @@
  * Usage: mbufmux_demo [connections [buffers [KiB per connection]]]
  */
 #define _GNU_SOURCE
-#include <arpa/inet.h>
-#include <errno.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <pthread.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
-#include "../uapi/mbufmux.h"
-
-#define PARAMS	"/sys/module/mbufmux_tcp/parameters/"
-#define STATS	"/sys/kernel/debug/mbufmux/tcp/stats"
+#include "mbufmux_test_lib.h"
 
 struct flow {
 	int id;
@@ -40,62 +25,13 @@ struct flow {
 	struct mbufmux_info info;
 };
 
-static uint32_t next_rand(uint32_t *s)
-{
-	/* xorshift32: cheap, and the receiver can replay it. */
-	*s ^= *s << 13;
-	*s ^= *s >> 17;
-	*s ^= *s << 5;
-	return *s;
-}
-
-static uint8_t pattern(int id, size_t off)
-{
-	return (uint8_t)(off * 31 + id * 7 + (off >> 10));
-}
-
-static void die(const char *what)
-{
-	perror(what);
-	exit(1);
-}
-
-static long stat_get(const char *name)
-{
-	char key[64];
-	long v, ret = -1;
-	FILE *f = fopen(STATS, "r");
-
-	if (!f)
-		die(STATS);
-	while (fscanf(f, "%63s %ld", key, &v) == 2)
-		if (!strcmp(key, name))
-			ret = v;
-	fclose(f);
-	return ret;
-}
-
-static int param_set(const char *name, unsigned int v)
-{
-	char path[128];
-	FILE *f;
-	int ret;
-
-	snprintf(path, sizeof(path), PARAMS "%s", name);
-	f = fopen(path, "w");
-	if (!f)
-		return -1;
-	ret = fprintf(f, "%u\n", v) < 0;
-	return fclose(f) || ret ? -1 : 0;
-}
-
 static int running = 1;	/* __atomic: the monitor reads it */
-static long sampled_peak;
+static long long sampled_peak;
 
 /* Samples in_use while the flows run. */
 static void *monitor(void *arg)
 {
-	long v;
+	long long v;
 
 	(void)arg;
 	while (__atomic_load_n(&running, __ATOMIC_RELAXED)) {
@@ -112,9 +48,9 @@ static pthread_barrier_t start;
 static void *sender(void *arg)
 {
 	struct flow *fl = arg;
-	uint32_t seed = 0x9e3779b9u ^ (fl->id * 2654435761u);
+	uint64_t seed = 0x9e3779b97f4a7c15ULL ^ (fl->id * 2654435761u);
 	static char chunk[65536];
-	size_t off = 0, n, i;
+	size_t off = 0, n;
 	socklen_t len = sizeof(fl->info);
 	char *buf = malloc(sizeof(chunk));
 
@@ -123,7 +59,7 @@ static void *sender(void *arg)
 	/* All at once, each holding its first bytes: the buffers run out. */
 	pthread_barrier_wait(&start);
 	while (off < fl->bytes) {
-		uint32_t r = next_rand(&seed);
+		uint32_t r = rnd(&seed) >> 32;
 		int flags = (r & 3) || !off ? MSG_MORE : 0;
 		ssize_t sent;
 
@@ -132,8 +68,7 @@ static void *sender(void *arg)
 			n = fl->bytes - off;
 		if (off + n == fl->bytes)
 			flags = 0;
-		for (i = 0; i < n; i++)
-			buf[i] = pattern(fl->id, off + i);
+		fill(buf, n, fl->id, off);
 		sent = send(fl->tx, buf, n, flags);
 		if (sent < 0)
 			die("send");
@@ -168,13 +103,12 @@ int main(int argc, char **argv)
 	int conns = argc > 1 ? atoi(argv[1]) : 32;
 	int bufs = argc > 2 ? atoi(argv[2]) : 4;
 	size_t kib = argc > 3 ? strtoul(argv[3], NULL, 0) : 256;
-	long waits0, handoffs0, allocs0, limit0, peak0, peak;
-	struct sockaddr_in addr = { .sin_family = AF_INET };
-	socklen_t alen = sizeof(addr);
+	long long waits0, handoffs0, allocs0, limit0, peak0, peak;
 	pthread_t *th, mon;
+	struct lsn l;
 	struct flow *fl;
 	size_t total = 0, verified = 0;
-	int lfd, i, bad = 0, fails = 0;
+	int i, bad = 0, fails = 0;
 
 	if (conns < 1 || bufs < 1 || !kib) {
 		fprintf(stderr, "usage: %s [connections [buffers [KiB]]]\n",
@@ -187,6 +121,8 @@ int main(int argc, char **argv)
 		die("calloc");
 
 	limit0 = stat_get("limit");
+	if (limit0 < 0)
+		die("reading " DBG_DIR "stats (mbufmux_tcp loaded, debugfs mounted?)");
 	if (param_set("limit", bufs))
 		die("setting limit");
 	/*
@@ -198,28 +134,22 @@ int main(int argc, char **argv)
 	handoffs0 = stat_get("handoffs");
 	allocs0 = stat_get("allocs");
 
-	addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	lfd = socket(AF_INET, SOCK_STREAM, 0);
-	if (lfd < 0 || bind(lfd, (void *)&addr, sizeof(addr)) ||
-	    listen(lfd, conns) || getsockname(lfd, (void *)&addr, &alen))
+	errno = -lsn_open(&l, AF_INET, false);
+	if (errno)
 		die("listen");
 
 	for (i = 0; i < conns; i++) {
 		fl[i].id = i;
 		fl[i].bytes = kib * 1024;
-		fl[i].tx = socket(AF_INET, SOCK_STREAM, 0);
-		if (fl[i].tx < 0 || connect(fl[i].tx, (void *)&addr, alen))
+		fl[i].tx = lsn_pair(&l, &fl[i].rx);
+		if (fl[i].tx < 0)
 			die("connect");
-		fl[i].rx = accept(lfd, NULL, NULL);
-		if (fl[i].rx < 0)
-			die("accept");
-		if (setsockopt(fl[i].tx, IPPROTO_TCP, TCP_ULP, "mbufmux",
-			       sizeof("mbufmux")))
+		if (attach(fl[i].tx))
 			die("setsockopt(TCP_ULP, \"mbufmux\")");
 	}
 	printf("mbufmux demo: %d connections over loopback share %d buffers",
 	       conns, bufs);
-	printf(" of %ld bytes; %zu KiB each\n", stat_get("buf_size"), kib);
+	printf(" of %lld bytes; %zu KiB each\n", stat_get("buf_size"), kib);
 
 	if (pthread_barrier_init(&start, NULL, conns))
 		die("pthread_barrier_init");
@@ -243,22 +173,22 @@ int main(int argc, char **argv)
 		close(fl[i].tx);
 		close(fl[i].rx);
 	}
-	close(lfd);
+	close(l.fd);
 
 	printf("\n  connections           %d\n", conns);
 	printf("  buffers (limit)       %d\n", bufs);
-	printf("  sockets parked        %ld times\n", stat_get("waits") - waits0);
-	printf("  buffers handed off    %ld\n",
+	printf("  sockets parked        %lld times\n", stat_get("waits") - waits0);
+	printf("  buffers handed off    %lld\n",
 	       stat_get("handoffs") - handoffs0);
-	printf("  buffers taken         %ld\n", stat_get("allocs") - allocs0);
-	printf("  peak in use           %ld (limit %d)%s\n", peak, bufs,
+	printf("  buffers taken         %lld\n", stat_get("allocs") - allocs0);
+	printf("  peak in use           %lld (limit %d)%s\n", peak, bufs,
 	       peak <= bufs ? "" : "  <-- OVER THE LIMIT");
-	printf("  longest wait          %ld us\n",
+	printf("  longest wait          %lld us\n",
 	       stat_get("wait_ns_max") / 1000);
 	printf("  bytes sent            %zu\n", total);
 	printf("  bytes verified        %zu, %d differing, %d short flows\n",
 	       verified, bad, fails);
-	printf("  in use now            %ld\n\n", stat_get("in_use"));
+	printf("  in use now            %lld\n\n", stat_get("in_use"));
 
 	param_set("limit", limit0);
 	if (bad || fails || verified != total || peak > bufs ||

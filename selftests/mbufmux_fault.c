@@ -15,24 +15,13 @@
  * fail-nth.
  */
 #define _GNU_SOURCE
-#include <arpa/inet.h>
-#include <errno.h>
-#include <fcntl.h>
 #include <grp.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <poll.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/socket.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
-#include <unistd.h>
+
+#include "mbufmux_test_lib.h"
 
 #define MAX_NTH		64
 #define KSFT_SKIP	4
-#define ARRAY_SIZE(a)	(sizeof(a) / sizeof((a)[0]))
 
 static int failnth_fd = -1;
 static int failures;
@@ -59,41 +48,12 @@ static int fault_fired(void)
 	return atoi(buf) == 0;
 }
 
-static void pair(int *tx, int *rx)
-{
-	struct sockaddr_in a = { .sin_family = AF_INET };
-	socklen_t alen = sizeof(a);
-	int l;
-
-	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	l = socket(AF_INET, SOCK_STREAM, 0);
-	*tx = socket(AF_INET, SOCK_STREAM, 0);
-	if (l < 0 || *tx < 0 || bind(l, (void *)&a, sizeof(a)) ||
-	    listen(l, 1) || getsockname(l, (void *)&a, &alen) ||
-	    connect(*tx, (void *)&a, alen)) {
-		perror("connected socket");
-		exit(1);
-	}
-	*rx = accept(l, NULL, NULL);
-	if (*rx < 0) {
-		perror("accept");
-		exit(1);
-	}
-	close(l);
-}
-
-static int attach(int fd)
-{
-	return setsockopt(fd, IPPROTO_TCP, TCP_ULP, "mbufmux",
-			  sizeof("mbufmux"));
-}
-
 /* Read exactly @want bytes of the pattern starting at @from, or EOF. */
 static int drain_check(int rx, size_t from, size_t want)
 {
 	char buf[4096];
 	size_t got = 0;
-	ssize_t n, i;
+	ssize_t n;
 
 	while (got < want) {
 		struct pollfd p = { .fd = rx, .events = POLLIN };
@@ -103,9 +63,8 @@ static int drain_check(int rx, size_t from, size_t want)
 		n = recv(rx, buf, sizeof(buf), 0);
 		if (n <= 0)
 			return -1;
-		for (i = 0; i < n; i++)
-			if (buf[i] != (char)(from + got + i))
-				return -1;
+		if (check(buf, n, 0, from + got) != -1)
+			return -1;
 		got += n;
 	}
 	return 0;
@@ -127,11 +86,10 @@ static void round_once(const char *op, int n)
 	int tx, rx, attached, ok = 1;
 	const char *why = NULL;
 	ssize_t r;
-	size_t i;
 
-	for (i = 0; i < sizeof(data); i++)
-		data[i] = (char)i;
-	pair(&tx, &rx);
+	fill(data, sizeof(data), 0, 0);
+	if (tcp_pair(&tx, &rx))
+		die("a loopback connection");
 
 	if (!strcmp(op, "attach"))
 		fail_nth(n);
