@@ -680,3 +680,173 @@ int tcp_pair(int *fd, int *peer)
 	errno = err;
 	return *fd < 0 ? -1 : 0;
 }
+
+long env_long(const char *name, long def)
+{
+	const char *s = getenv(name);
+
+	return s && *s ? strtol(s, NULL, 0) : def;
+}
+
+long knob(const char *name, long def, long debug_def)
+{
+	static int debug = -1;
+
+	if (debug < 0)
+		debug = !access("/proc/lockdep", F_OK);
+	return env_long(name, debug ? debug_def : def);
+}
+
+int module_unload(int ms)
+{
+	long long end = now_ms() + ms;
+
+	for (;;) {
+		if (!syscall(SYS_delete_module, "mbufmux_tcp", O_NONBLOCK))
+			return 0;
+		if ((errno != EWOULDBLOCK && errno != EBUSY) ||
+		    now_ms() > end)
+			return -errno;
+		sleep_ms(1);
+	}
+}
+
+long recv_to_eof(int fd, void *buf, size_t size, int ms)
+{
+	long long end = now_ms() + ms;
+	char tmp[16 << 10];
+	size_t got = 0;
+	ssize_t n;
+
+	for (;;) {
+		if (!(poll_one(fd, POLLIN, 50) & (POLLIN | POLLHUP | POLLERR))) {
+			if (now_ms() > end)
+				return -1;
+			continue;
+		}
+		n = recv(fd, tmp, sizeof(tmp), MSG_DONTWAIT);
+		if (n < 0 && errno == EAGAIN)
+			continue;
+		if (n < 0)
+			return -2;
+		if (!n)
+			return got;
+		if (got < size)
+			memcpy((char *)buf + got, tmp,
+			       got + n > size ? size - got : (size_t)n);
+		got += n;
+	}
+}
+
+void close_pairs(const int *fds, const int *peers, long n)
+{
+	long i;
+
+	for (i = 0; i < n; i++) {
+		close(fds[i]);
+		close(peers[i]);
+	}
+}
+
+void drain(int fd)
+{
+	char tmp[4096];
+
+	while (recv(fd, tmp, sizeof(tmp), MSG_DONTWAIT) > 0)
+		;
+}
+
+void child_setup(pid_t parent, int fd1, int fd2)
+{
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) || getppid() != parent)
+		_exit(1);
+	if (fd1 >= 0)
+		close(fd1);
+	if (fd2 >= 0)
+		close(fd2);
+}
+
+int raise_nofile(rlim_t want)
+{
+	struct rlimit rl = { .rlim_cur = want, .rlim_max = want };
+
+	return setrlimit(RLIMIT_NOFILE, &rl);
+}
+
+int lo_up(void)
+{
+	struct ifreq ifr = {};
+	int fd, ret;
+
+	fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -1;
+	snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "lo");
+	ret = ioctl(fd, SIOCGIFFLAGS, &ifr);
+	if (!ret) {
+		ifr.ifr_flags |= IFF_UP;
+		ret = ioctl(fd, SIOCSIFFLAGS, &ifr);
+	}
+	close(fd);
+	return ret;
+}
+
+int send_fds(int u, const int *fds, int n)
+{
+	char cbuf[CMSG_SPACE(FDS_MAX * sizeof(int))] = {};
+	struct iovec iov = { .iov_base = "F", .iov_len = 1 };
+	struct msghdr msg = {
+		.msg_iov = &iov, .msg_iovlen = 1,
+		.msg_control = cbuf,
+		.msg_controllen = CMSG_SPACE(n * sizeof(int)),
+	};
+	struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
+
+	if (n > FDS_MAX)
+		return -1;
+	cm->cmsg_level = SOL_SOCKET;
+	cm->cmsg_type = SCM_RIGHTS;
+	cm->cmsg_len = CMSG_LEN(n * sizeof(int));
+	memcpy(CMSG_DATA(cm), fds, n * sizeof(int));
+	return sendmsg(u, &msg, 0) == 1 ? 0 : -1;
+}
+
+int recv_fds(int u, int *fds, int n)
+{
+	char cbuf[CMSG_SPACE(FDS_MAX * sizeof(int))], c;
+	struct iovec iov = { .iov_base = &c, .iov_len = 1 };
+	struct msghdr msg = {
+		.msg_iov = &iov, .msg_iovlen = 1,
+		.msg_control = cbuf, .msg_controllen = sizeof(cbuf),
+	};
+	struct cmsghdr *cm;
+
+	if (n > FDS_MAX || recvmsg(u, &msg, MSG_CMSG_CLOEXEC) != 1)
+		return -1;
+	cm = CMSG_FIRSTHDR(&msg);
+	if (!cm || cm->cmsg_type != SCM_RIGHTS ||
+	    cm->cmsg_len != CMSG_LEN(n * sizeof(int)))
+		return -1;
+	memcpy(fds, CMSG_DATA(cm), n * sizeof(int));
+	return 0;
+}
+
+int become_user(uid_t uid, bool userns)
+{
+	char map[32];
+
+	if (setgroups(0, NULL) || setresgid(uid, uid, uid) ||
+	    setresuid(uid, uid, uid))
+		return 1;
+	if (!userns)
+		return 0;
+	snprintf(map, sizeof(map), "0 %u 1", uid);
+	/* The id maps of a process that changed its ids: dumpable. */
+	if (prctl(PR_SET_DUMPABLE, 1, 0, 0, 0) ||
+	    unshare(CLONE_NEWUSER | CLONE_NEWNET) ||
+	    write_text("/proc/self/setgroups", "deny") ||
+	    write_text("/proc/self/uid_map", map) ||
+	    write_text("/proc/self/gid_map", map))
+		return 2;
+	return lo_up() ? 3 : 0;
+}

@@ -16,8 +16,11 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -28,11 +31,15 @@
 #include <unistd.h>
 
 #include <arpa/inet.h>
+#include <net/if.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/ioctl.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 
 #include <linux/capability.h>
 #include <linux/sockios.h>
@@ -308,5 +315,54 @@ long unsent_bytes(int fd);
  * bytes stay the same over QUIET_MS. Returns the bytes sent, or -1.
  */
 long send_backlog_staged(int fd, uint32_t flow);
+
+/* Processes, users, namespaces */
+
+#define FDS_MAX	2	/* send_fds(), recv_fds() */
+
+long env_long(const char *name, long def);
+
+/* A setting from the environment, with a default for debug kernels. */
+long knob(const char *name, long def, long debug_def);
+
+/* Unloads mbufmux_tcp.ko, retrying while it is busy: 0 or -errno. */
+int module_unload(int ms);
+
+/*
+ * Receives until end of file: the bytes that came (the first @size of
+ * them in @buf), -1 if no end of file came within @ms, -2 on a reset.
+ */
+long recv_to_eof(int fd, void *buf, size_t size, int ms);
+
+/* Closes @n pairs: each connecting side, then its peer. */
+void close_pairs(const int *fds, const int *peers, long n);
+
+/* Reads whatever is there without waiting. */
+void drain(int fd);
+
+/*
+ * In a child of the test's process: dies with it (after a failed ASSERT the
+ * harness waits for no grandchild, and one left behind would keep the
+ * runner's output pipe open), and closes the pipe ends of the parent's.
+ */
+void child_setup(pid_t parent, int fd1, int fd2);
+
+int raise_nofile(rlim_t want);
+
+/* Brings the loopback device of this network namespace up. */
+int lo_up(void);
+
+/* Sends @n (at most FDS_MAX) descriptors over the AF_UNIX socket @u. */
+int send_fds(int u, const int *fds, int n);
+
+/* Receives the @n descriptors of one send_fds(): 0 or -1. */
+int recv_fds(int u, int *fds, int n);
+
+/*
+ * Becomes user and group @uid, without capabilities; with @userns, then
+ * root of a new user and network namespace that maps it to @uid outside,
+ * loopback up, as "unshare -Urn" would. 0, or the step that failed.
+ */
+int become_user(uid_t uid, bool userns);
 
 #endif /* MBUFMUX_TEST_LIB_H */

@@ -72,23 +72,6 @@
 
 #define LOWAT_SYSCTL	"/proc/sys/net/ipv4/tcp_notsent_lowat"
 
-static long env_long(const char *name, long def)
-{
-	const char *s = getenv(name);
-
-	return s && *s ? strtol(s, NULL, 0) : def;
-}
-
-/* A setting from the environment, with a default for debug kernels. */
-static long knob(const char *name, long def, long debug_def)
-{
-	static int debug = -1;
-
-	if (debug < 0)
-		debug = !access("/proc/lockdep", F_OK);
-	return env_long(name, debug ? debug_def : def);
-}
-
 static int setint(int fd, int level, int name, int val)
 {
 	return setsockopt(fd, level, name, &val, sizeof(val));

@@ -14,7 +14,7 @@
  * pool's debugfs counters say before and after. The fixture restores the
  * parameters and checks that the pool is left at rest (no buffer in use,
  * nobody waiting, no user's share of the per-user cap left). The helpers
- * shared with mbufmux_adversarial.c are in mbufmux_util.h.
+ * shared with the adversarial tests (adv_*.c) are in lib/ and mbufmux_util.h.
  *
  * Nothing asserts on elapsed time: timeouts are hang guards only, generous
  * because the test VM is software-emulated.
