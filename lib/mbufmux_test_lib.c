@@ -468,6 +468,27 @@ size_t recv_all(int fd, void *buf, size_t len, int ms)
 	return got;
 }
 
+bool recv_eof(int fd)
+{
+	char c;
+
+	if (!(poll_one(fd, POLLIN, WAKE_MS) & (POLLIN | POLLHUP)))
+		return false;
+	return recv(fd, &c, 1, MSG_DONTWAIT) == 0;
+}
+
+unsigned short local_port(int fd)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
+
+	if (getsockname(fd, (struct sockaddr *)&ss, &len))
+		return 0;
+	if (ss.ss_family == AF_INET6)
+		return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+	return ntohs(((struct sockaddr_in *)&ss)->sin_port);
+}
+
 void *blocked_call_fn(void *arg)
 {
 	struct blocked_call *c = arg;

@@ -235,6 +235,12 @@ int poll_first(const int *fds, int n, short events, int ms);
 /* Receives exactly @len bytes (or up to EOF, the timeout): count received. */
 size_t recv_all(int fd, void *buf, size_t len, int ms);
 
+/* The peer has closed its side: recv() returns 0 within WAKE_MS. */
+bool recv_eof(int fd);
+
+/* The local port of socket @fd, 0 on error. */
+unsigned short local_port(int fd);
+
 /* A blocking call run by a thread, so that the test can watch it sleep. */
 enum call_op { CALL_SEND, CALL_RECV, CALL_POLL };
 

@@ -2,8 +2,9 @@
 /*
  * The fixture of the adversarial selftests of the "mbufmux" TCP
  * upper-layer protocol (mbufmux_tcp.ko), one program per topic
- * (adv_*.c, complementing ulp_*.c), and the helpers more than one of them
- * uses; the helpers that do not fail a test are in lib/mbufmux_test_lib.h.
+ * (adv_*.c, complementing ulp_*.c and send_*.c), and the helpers more
+ * than one of them uses; the helpers that do not fail a test are in
+ * lib/mbufmux_test_lib.h.
  *
  * Run as root with mbufmux.ko and mbufmux_tcp.ko loaded and debugfs
  * mounted; some tests unload mbufmux_tcp.ko and load it again from
