@@ -87,10 +87,10 @@ $(SRCTAR):
 # With tools/: selftests/mbufmuxtop.sh runs mbufmuxtop in the VM.
 selftests: srctree
 	$(MAKE) -C selftests SRCTREE=$(SRCTREE)
-	for p in mbufmux_demo mbufmux_fault mbufmux_attach; do \
+	for p in demo/mbufmux_demo selftests/mbufmux_fault \
+		 selftests/mbufmux_attach; do \
 		$(CC) -O2 -Wall -Wextra -static -pthread -Iuapi -Ilib \
-			-o selftests/$$p selftests/$$p.c \
-			lib/libmbufmux_test.a || exit 1; \
+			-o $$p $$p.c lib/libmbufmux_test.a || exit 1; \
 	done
 	$(MAKE) -C tools
 
@@ -134,7 +134,8 @@ KERNEL_SRC	:= mbufmux.c mbufmux.h mbufmux_tcp.c uapi/mbufmux.h \
 		   $(filter-out %.mod.c, $(wildcard selftests/test_*.c)) \
 		   $(wildcard bench/*_kern.c)
 USER_SRC	:= $(filter-out %.mod.c selftests/test_%.c %_kern.c, \
-		     $(wildcard selftests/*.c selftests/*.h bench/*.c tools/*.c lib/*.[ch] \
+		     $(wildcard selftests/*.c selftests/*.h lib/*.c lib/*.h \
+				demo/*.c bench/*.c tools/*.c \
 				tools/mbufmux-run/*.c))
 
 # deps may install the headers KDIR points at: a sub-make sees them.
@@ -186,7 +187,7 @@ clean:
 	-$(MAKE) -C bench clean
 	-$(MAKE) -C lib clean
 	-$(MAKE) -C tools clean
-	rm -f selftests/mbufmux_demo selftests/mbufmux_fault selftests/mbufmux_attach
+	rm -f demo/mbufmux_demo selftests/mbufmux_fault selftests/mbufmux_attach
 	rm -rf build
 
 # Benchmarks (bench/README.md): the modules and bench/ulp_bench, then the

@@ -50,7 +50,8 @@ fi
 
 # The userspace programs do not depend on the kernel: same binaries. The
 # module-init sweep's loader (fault_inject.sh) is only for this kernel.
-cp selftests/mbufmux_demo selftests/mbufmux_fault "$src/selftests/"
+cp selftests/mbufmux_fault "$src/selftests/"
+cp demo/mbufmux_demo "$src/demo/"
 ${CC:-cc} -O2 -Wall -Wextra -Werror -static -o "$src/selftests/mbufmux_init_fault" \
 	selftests/mbufmux_init_fault.c
 

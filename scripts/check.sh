@@ -47,8 +47,8 @@ prepare_61() {
 	(cd "$repo" && git ls-files -co --exclude-standard -z |
 		grep -zv -e '^build/' -e '^\.git' |
 		xargs -0 cp --parents -t "$src") || return 3
-	for f in "$repo"/selftests/*; do
-		[ -f "$f" ] && [ -x "$f" ] && cp "$f" "$src/selftests/"
+	for f in "$repo"/selftests/* "$repo"/demo/*; do
+		[ -f "$f" ] && [ -x "$f" ] && cp "$f" "$src/${f#"$repo"/}"
 	done
 	# and the tools' static builds (mbufmuxtop, for selftests/mbufmuxtop.sh)
 	for f in "$repo"/tools/*-static; do

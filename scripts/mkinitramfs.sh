@@ -8,7 +8,9 @@
 #   /bin/vm-runtests.sh        scripts/vm-runtests.sh
 #   /mbufmux/*.ko              every built module: ./*.ko, selftests/*.ko
 #   /selftests/                TESTS, settings, config and every executable
-#                              in selftests/ (programs, scripts, demo.sh)
+#                              in selftests/ (programs, scripts)
+#   /demo/                     every executable in demo/ (mbufmux_demo,
+#                              demo.sh: make run)
 #   /usr/sbin/mbufmuxtop       tools/mbufmuxtop-static, if built
 #   /lib/modules/<kver>/       Debian modules from $MBUFMUX_VM_MODULES and
 #                              their dependencies (for modprobe), if present
@@ -40,7 +42,7 @@ shift
 root=$(mktemp -d "${TMPDIR:-/tmp}/mbufmux-initramfs.XXXXXX")
 trap 'rm -rf "$root"' EXIT
 
-for d in bin sbin usr/bin usr/sbin proc sys dev tmp root etc mbufmux selftests; do
+for d in bin sbin usr/bin usr/sbin proc sys dev tmp root etc mbufmux selftests demo; do
 	mkdir -p "$root/$d"
 done
 
@@ -107,6 +109,13 @@ if [ -d "$src/selftests" ]; then
 		done
 	fi
 fi
+
+# The demo (make run; the tests run it too).
+for f in "$src"/demo/*; do
+	[ -f "$f" ] && [ -x "$f" ] || continue
+	cp "$f" "$root/demo/"
+	copy_libs "$f"
+done
 
 # The pools' live view, on the PATH (static: no C library here).
 if [ -x "$src/tools/mbufmuxtop-static" ]; then

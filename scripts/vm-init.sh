@@ -115,11 +115,11 @@ check)
 	finish $?
 	;;
 demo)
-	if [ -x /selftests/demo.sh ]; then
-		(cd /selftests && ./demo.sh </dev/null)
+	if [ -x /demo/demo.sh ]; then
+		(cd /demo && ./demo.sh </dev/null)
 		finish $?
 	else
-		echo "mbufmux-vm: /selftests/demo.sh missing"
+		echo "mbufmux-vm: /demo/demo.sh missing"
 		finish 1
 	fi
 	;;

@@ -7,7 +7,7 @@
 # Usage: scripts/vm.sh MODE [kernel args...]
 #        scripts/vm.sh cmd 'COMMAND' | HOSTSCRIPT [kernel args...]
 #   check  run selftests/TESTS, print TAP, judge the kernel log
-#   demo   run selftests/demo.sh, judge the kernel log
+#   demo   run demo/demo.sh, judge the kernel log
 #   cmd    run a shell command (or a host script, copied in) in the VM
 #   shell  interactive busybox shell on the console (no timeout on a
 #          terminal); power off with "exit" (or Ctrl-A x to kill qemu).

@@ -83,7 +83,7 @@ failslab 30
 rc=0
 for bufs in 16 4; do
 	echo 2 >/proc/sys/vm/drop_caches
-	/selftests/mbufmux_demo 16 $bufs 128 >/tmp/demo.out || rc=1
+	/demo/mbufmux_demo 16 $bufs 128 >/tmp/demo.out || rc=1
 	sed 's/^/# /' /tmp/demo.out
 done
 echo 0 >"$FS/probability"
@@ -270,7 +270,7 @@ grep -q '^mbufmux ' /proc/modules || insmod "$MODDIR/mbufmux.ko" || bad="$bad mb
 rmmod mbufmux_tcp 2>/dev/null
 # shellcheck disable=SC2086 # one word per parameter
 insmod "$MODDIR/mbufmux_tcp.ko" $tcp_params || bad="$bad mbufmux_tcp"
-/selftests/mbufmux_demo 4 2 64 >/tmp/demo.out || { bad="$bad demo"; sed 's/^/# /' /tmp/demo.out; }
+/demo/mbufmux_demo 4 2 64 >/tmp/demo.out || { bad="$bad demo"; sed 's/^/# /' /tmp/demo.out; }
 [ -z "$bad" ] && [ "$(stat in_use)" = 0 ]
 result $? "modules reloaded ($tcp_params ) and working" "$bad"
 

@@ -146,7 +146,7 @@ while [ "$(nframes)" -lt 1 ] && [ $i -lt 600 ] && kill -0 $pid 2>/dev/null; do
 	sleep 0.1
 	i=$((i + 1))
 done
-"$(dirname "$0")/mbufmux_demo" "$CONNS" "$BUFS" 256 >/tmp/mbufmuxtop.demo 2>&1
+/demo/mbufmux_demo "$CONNS" "$BUFS" 256 >/tmp/mbufmuxtop.demo 2>&1
 demo=$?
 sed 's/^/# demo: /' /tmp/mbufmuxtop.demo | grep -v '^# demo: *$'
 result $demo "mbufmux_demo ran ($CONNS sockets, $BUFS buffers)"

@@ -9,7 +9,7 @@ set -eu
 echo
 echo "=== mbufmux: $(grep -c . /sys/kernel/debug/mbufmux/pools) pool(s) loaded:" \
 	"$(cut -d' ' -f1 /sys/kernel/debug/mbufmux/pools | tr '\n' ' ')==="
-/selftests/mbufmux_demo "${MBUFMUX_DEMO_CONNS:-32}" "${MBUFMUX_DEMO_BUFS:-4}" \
+/demo/mbufmux_demo "${MBUFMUX_DEMO_CONNS:-32}" "${MBUFMUX_DEMO_BUFS:-4}" \
 	"${MBUFMUX_DEMO_KIB:-256}"
 echo "=== /sys/kernel/debug/mbufmux/tcp/stats (wait_hist_us_* buckets that are non-zero) ==="
 grep -v '^wait_hist' /sys/kernel/debug/mbufmux/tcp/stats | sed 's/^/  /'
