@@ -616,14 +616,22 @@ int lsn_open(struct lsn *l, int family, bool v4mapped)
 	return 0;
 }
 
-int lsn_pair(const struct lsn *l, int *peer)
+int setint(int fd, int level, int name, int val)
+{
+	return setsockopt(fd, level, name, &val, sizeof(val));
+}
+
+int lsn_pair_opts(const struct lsn *l, const struct sockopts *o, int *peer)
 {
 	int fd, err;
 
 	fd = socket(l->family, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return -1;
-	if (connect(fd, (const struct sockaddr *)&l->addr, l->len))
+	if ((o && o->rcvbuf && setint(fd, SOL_SOCKET, SO_RCVBUF, o->rcvbuf)) ||
+	    (o && o->sndbuf && setint(fd, SOL_SOCKET, SO_SNDBUF, o->sndbuf)) ||
+	    (o && o->maxseg && setint(fd, IPPROTO_TCP, TCP_MAXSEG, o->maxseg)) ||
+	    connect(fd, (const struct sockaddr *)&l->addr, l->len))
 		goto err;
 	*peer = accept4(l->fd, NULL, NULL, SOCK_CLOEXEC);
 	if (*peer < 0)
@@ -634,6 +642,11 @@ err:
 	close(fd);
 	errno = err;
 	return -1;
+}
+
+int lsn_pair(const struct lsn *l, int *peer)
+{
+	return lsn_pair_opts(l, NULL, peer);
 }
 
 long send_backlog(int fd, uint32_t flow, long from)

@@ -295,6 +295,22 @@ int lsn_open(struct lsn *l, int family, bool v4mapped);
  */
 int lsn_pair(const struct lsn *l, int *peer);
 
+/* Options of the connecting side of a pair, set before connect() */
+struct sockopts {
+	int rcvbuf;		/* SO_RCVBUF, 0: the default */
+	int sndbuf;		/* SO_SNDBUF, 0: the default */
+	int maxseg;		/* TCP_MAXSEG, 0: the default */
+};
+
+/*
+ * lsn_pair() with options @o (NULL: none) on the connecting side set
+ * before connect(), so that the handshake announces them.
+ */
+int lsn_pair_opts(const struct lsn *l, const struct sockopts *o, int *peer);
+
+/* setsockopt() of an int: 0 or -1. */
+int setint(int fd, int level, int name, int val);
+
 /* A connected pair on loopback (IPv4), its own listener closed: 0 or -1. */
 int tcp_pair(int *fd, int *peer);
 

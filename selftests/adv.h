@@ -76,17 +76,6 @@ static inline void expect_rest(struct __test_metadata *_metadata)
 	EXPECT_EQ(users_listed(), 0) TH_LOG("a user's share left behind");
 }
 
-/*
- * The parameters as the program found them: the fixture restores them, and
- * loads the module with them again if a test left it unloaded.
- */
-static struct tcp_params initial;
-
-static void __attribute__((constructor)) save_initial_params(void)
-{
-	params_read(&initial);
-}
-
 static inline int module_restore(void)
 {
 	return module_load_params(&initial);
@@ -110,10 +99,7 @@ FIXTURE_SETUP(adv)
 
 	self->saved = false;
 	self->pid = getpid();
-	ASSERT_GT(initial.limit, 0)
-		TH_LOG("mbufmux_tcp.ko was not loaded when the program started");
-	ASSERT_GE(initial.reserve, 0);
-	ASSERT_GE(initial.user_limit, 0);
+	assert_initial(_metadata);
 	if (!module_loaded("mbufmux_tcp")) {
 		ASSERT_EQ(module_restore(), 0)
 			TH_LOG("mbufmux_tcp.ko left unloaded by an earlier test");

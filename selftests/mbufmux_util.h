@@ -13,6 +13,26 @@
 #include "mbufmux_test_lib.h"
 #include "kselftest_harness.h"
 
+/*
+ * The parameters of mbufmux_tcp.ko as the program found them: the
+ * fixtures restore them after each test.
+ */
+static struct tcp_params initial;
+
+static void __attribute__((constructor)) save_initial_params(void)
+{
+	params_read(&initial);
+}
+
+/* The module was loaded, with sane parameters, when the program started. */
+static inline void assert_initial(struct __test_metadata *_metadata)
+{
+	ASSERT_GT(initial.limit, 0)
+		TH_LOG("mbufmux_tcp.ko was not loaded when the program started");
+	ASSERT_GE(initial.reserve, 0);
+	ASSERT_GE(initial.user_limit, 0);
+}
+
 /* A test's seed, $MBUFMUX_SEED or the time: logged, never 0. */
 static inline uint64_t test_seed(struct __test_metadata *_metadata)
 {

@@ -78,11 +78,6 @@
 
 #define LOWAT_SYSCTL	"/proc/sys/net/ipv4/tcp_notsent_lowat"
 
-static inline int setint(int fd, int level, int name, int val)
-{
-	return setsockopt(fd, level, name, &val, sizeof(val));
-}
-
 /* SIOCOUTQ: bytes not acknowledged yet, staged ones included; or -1. */
 static inline long outq(int fd)
 {
@@ -267,49 +262,13 @@ static inline bool kmsg_seen(int fd, const char *what)
 	return seen;
 }
 
-/* Sockets with options set before connect() */
-
-struct sockopts {
-	int rcvbuf;		/* SO_RCVBUF, 0: the default */
-	int sndbuf;		/* SO_SNDBUF, 0: the default */
-	int maxseg;		/* TCP_MAXSEG, 0: the default */
-};
-
-/*
- * lsn_pair() with options on the connecting side set before connect(), so
- * that the handshake announces them: the connecting side, the accepted one
- * in *@peer; -1 on error.
- */
-static inline int pair_opts(const struct lsn *l, const struct sockopts *o,
-			    int *peer)
-{
-	int fd, err;
-
-	fd = socket(l->family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return -1;
-	if ((o->rcvbuf && setint(fd, SOL_SOCKET, SO_RCVBUF, o->rcvbuf)) ||
-	    (o->sndbuf && setint(fd, SOL_SOCKET, SO_SNDBUF, o->sndbuf)) ||
-	    (o->maxseg && setint(fd, IPPROTO_TCP, TCP_MAXSEG, o->maxseg)) ||
-	    connect(fd, (const struct sockaddr *)&l->addr, l->len))
-		goto err;
-	*peer = accept4(l->fd, NULL, NULL, SOCK_CLOEXEC);
-	if (*peer < 0)
-		goto err;
-	return fd;
-err:
-	err = errno;
-	close(fd);
-	errno = err;
-	return -1;
-}
-
 /*
  * A loopback listener whose accepted sockets get @rcvbuf and @sndbuf
  * (0: the default) from the start: set on the listener, inherited, and
  * announced in the handshake. 0 or -errno.
  */
-static inline int lsn_open_bufs(struct lsn *l, int family, int rcvbuf, int sndbuf)
+static inline int lsn_open_bufs(struct lsn *l, int family, int rcvbuf,
+				int sndbuf)
 {
 	int err = lsn_open(l, family, false);
 
@@ -334,12 +293,10 @@ static inline int lsn_open_bufs(struct lsn *l, int family, int rcvbuf, int sndbu
  * nothing, the test has failed already. A test killed at its timeout gets
  * no teardown: the next setup repairs the settings.
  */
-static struct tcp_params initial;
 static long long initial_lowat = -1;
 
-static void __attribute__((constructor)) save_initial_params(void)
+static void __attribute__((constructor)) save_initial_lowat(void)
 {
-	params_read(&initial);
 	initial_lowat = read_number(LOWAT_SYSCTL);
 }
 
@@ -386,10 +343,7 @@ FIXTURE_SETUP(mbufmux_send)
 	self->pid = getpid();
 	ASSERT_TRUE(module_loaded("mbufmux_tcp"))
 		TH_LOG("mbufmux_tcp.ko is not loaded");
-	ASSERT_GT(initial.limit, 0)
-		TH_LOG("mbufmux_tcp.ko was not loaded when the program started");
-	ASSERT_GE(initial.reserve, 0);
-	ASSERT_GE(initial.user_limit, 0);
+	assert_initial(_metadata);
 	ASSERT_GT(initial.buf_size, 0);
 	ASSERT_GE(initial_lowat, 0) TH_LOG("cannot read %s", LOWAT_SYSCTL);
 	self->buf_size = param_get("buf_size");
@@ -448,8 +402,8 @@ FIXTURE_TEARDOWN_PARENT(mbufmux_send)
  */
 
 /* A connected loopback pair through @l, the connecting side attached. */
-static inline int new_pair(struct __test_metadata *_metadata, const struct lsn *l,
-			   bool attach_it, int *peer)
+static inline int new_pair(struct __test_metadata *_metadata,
+			   const struct lsn *l, bool attach_it, int *peer)
 {
 	int fd;
 
@@ -466,7 +420,8 @@ static inline void shrink(struct __test_metadata *_metadata, long limit)
 	ASSERT_EQ(limits_set(limit, 0), 0);
 }
 
-static inline void stats(struct __test_metadata *_metadata, struct pool_stats *st)
+static inline void stats(struct __test_metadata *_metadata,
+			 struct pool_stats *st)
 {
 	ASSERT_EQ(stats_read(st), 0);
 }
@@ -475,7 +430,8 @@ static inline void stats(struct __test_metadata *_metadata, struct pool_stats *s
  * send_backlog() on a socket whose peer does not read: returns the bytes
  * sent, and the socket has unsent bytes (staged or TCP's) left.
  */
-static inline long backlog(struct __test_metadata *_metadata, int fd, uint32_t flow)
+static inline long backlog(struct __test_metadata *_metadata, int fd,
+			   uint32_t flow)
 {
 	long total = send_backlog(fd, flow, 0);
 

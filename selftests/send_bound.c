@@ -356,7 +356,7 @@ static void deliver_one(struct __test_metadata *_metadata,
 		l = &mid;
 	}
 	if (cond == COND_SEGMENTS) {
-		fd = pair_opts(l, &(struct sockopts){ .maxseg = 536 }, &peer);
+		fd = lsn_pair_opts(l, &(struct sockopts){ .maxseg = 536 }, &peer);
 		ASSERT_GE(fd, 0) TH_LOG("pair: %s", strerror(errno));
 		ASSERT_EQ(attach(fd), 0);
 	} else {

@@ -237,7 +237,7 @@ static void exchange(struct __test_metadata *_metadata,
 	ASSERT_EQ(lsn_open_bufs(&l, family, bufsz, bufsz), 0);
 	shrink(_metadata, limit);
 	for (i = 0; i < XCONN; i++) {
-		a = pair_opts(&l, &o, &b);
+		a = lsn_pair_opts(&l, &o, &b);
 		ASSERT_GE(a, 0) TH_LOG("pair: %s", strerror(errno));
 		e[2 * i] = (struct xend){ .fd = a, .tx = 2 * i,
 					  .rx = 2 * i + 1 };
@@ -405,7 +405,7 @@ static void relay_run(struct __test_metadata *_metadata,
 	ASSERT_EQ(lsn_open_bufs(&l, self->lsn.family, bufsz, bufsz), 0);
 	shrink(_metadata, limit);
 	for (i = 0; i < CH_N; i += 2) {
-		fd[i] = pair_opts(&l, &so, &fd[i + 1]);
+		fd[i] = lsn_pair_opts(&l, &so, &fd[i + 1]);
 		ASSERT_GE(fd[i], 0) TH_LOG("pair: %s", strerror(errno));
 	}
 	close(l.fd);

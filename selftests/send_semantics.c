@@ -425,7 +425,7 @@ TEST_F_TIMEOUT(mbufmux_send, shutdown_keeps_rdhup, 300)
 	ASSERT_EQ(lsn_open_bufs(&l, self->lsn.family, 1, 0), 0);
 	ASSERT_EQ(pthread_barrier_init(&go, NULL, 2), 0);
 	for (i = 0; i < iters; i++) {
-		fd = pair_opts(&l, &o, &peer);
+		fd = lsn_pair_opts(&l, &o, &peer);
 		ASSERT_GE(fd, 0) TH_LOG("pair: %s", strerror(errno));
 		ASSERT_EQ(attach(fd), 0);
 		fill(buf, len, 90, 0);

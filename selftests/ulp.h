@@ -51,22 +51,6 @@ static inline void on_signal(int sig)
 	(void)sig;
 }
 
-/*
- * The parameters as the program found them. The fixture's teardown restores
- * what a test changed. It runs in the parent of the test's process: in the
- * 6.12 harness built -O2, the test's own process may skip it after a failed
- * ASSERT, as the wrapper's fork() result need not survive its longjmp()
- * (the -Wclobbered warning the Makefile silences). A test killed at its
- * timeout gets no teardown at all: the setup repairs what it left, so that
- * one hang does not fail every test after it.
- */
-static struct tcp_params initial;
-
-static void __attribute__((constructor)) save_initial_params(void)
-{
-	params_read(&initial);
-}
-
 FIXTURE(mbufmux)
 {
 	struct lsn lsn;			/* the loopback listener */
@@ -108,10 +92,7 @@ FIXTURE_SETUP(mbufmux)
 	self->pid = getpid();
 	ASSERT_TRUE(module_loaded("mbufmux_tcp"))
 		TH_LOG("mbufmux_tcp.ko is not loaded");
-	ASSERT_GT(initial.limit, 0)
-		TH_LOG("mbufmux_tcp.ko was not loaded when the program started");
-	ASSERT_GE(initial.reserve, 0);
-	ASSERT_GE(initial.user_limit, 0);
+	assert_initial(_metadata);
 	ASSERT_GT(initial.buf_size, 0);
 
 	ASSERT_EQ(stats_read(&self->st0), 0)
@@ -198,7 +179,8 @@ static inline void drop(struct _test_data_mbufmux *self, int fd)
  * @attach_it, and the accepted side in @peer (not attached).
  */
 static inline int new_pair(struct __test_metadata *_metadata,
-			   struct _test_data_mbufmux *self, bool attach_it, int *peer)
+			   struct _test_data_mbufmux *self, bool attach_it,
+			   int *peer)
 {
 	int fd, p;
 
@@ -221,8 +203,8 @@ static inline void shrink(struct __test_metadata *_metadata, long limit)
 
 /* @n attached sockets that each keep a buffer: one byte held by MSG_MORE. */
 static inline void holders(struct __test_metadata *_metadata,
-			   struct _test_data_mbufmux *self, int *fds, int *peers,
-			   int n)
+			   struct _test_data_mbufmux *self, int *fds,
+			   int *peers, int n)
 {
 	struct mbufmux_info info;
 	int i;
@@ -241,7 +223,8 @@ static inline void release(struct __test_metadata *_metadata, int fd)
 	ASSERT_EQ(send(fd, "r", 1, MSG_DONTWAIT), 1);
 }
 
-static inline void stats(struct __test_metadata *_metadata, struct pool_stats *st)
+static inline void stats(struct __test_metadata *_metadata,
+			 struct pool_stats *st)
 {
 	ASSERT_EQ(stats_read(st), 0);
 }
