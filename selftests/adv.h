@@ -51,8 +51,6 @@
 #define NETNS_FILE	"/tmp/mbufmux-adv-netns"
 #define CGROUP_MNT	"/tmp/mbufmux-adv-cgroup"
 
-#define REST_MS		20000	/* for the pool to come back to rest */
-
 #define NOBODY		65534
 #define CHUNK		(64 << 10)
 
@@ -151,13 +149,7 @@ static inline int new_pair(struct __test_metadata *_metadata,
 			   struct _test_data_adv *self, int f, bool attach_it,
 			   int *peer)
 {
-	int fd;
-
-	fd = lsn_pair(&self->lsn[f % FAMILIES], peer);
-	ASSERT_GE(fd, 0) TH_LOG("pair: %s", strerror(errno));
-	if (attach_it)
-		ASSERT_EQ(attach(fd), 0) TH_LOG("attach: %s", strerror(errno));
-	return fd;
+	return pair_on(_metadata, &self->lsn[f % FAMILIES], attach_it, peer);
 }
 
 /* Sets the pool's limits and the per-user cap. */

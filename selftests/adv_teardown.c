@@ -177,7 +177,7 @@ TEST_F_TIMEOUT(adv, mass_close, 900)
 	t0 = now_ms();
 	ASSERT_EQ(kill(pid, SIGKILL), 0);
 	ASSERT_EQ(waitpid(pid, &status, 0), pid);
-	ASSERT_EQ(wait_rest(&st, 12 * REST_MS), 0)
+	ASSERT_EQ(wait_rest(&st, 4 * REST_MS), 0)
 		TH_LOG("in_use %lld waiters %lld", st.in_use, st.waiters);
 	TH_LOG("closed in %lld ms: %lld cancels, %lld handoffs",
 	       now_ms() - t0, st.cancels - st0.cancels,

@@ -14,6 +14,13 @@
 #include "kselftest_harness.h"
 
 /*
+ * How long the fixtures wait for the pool to come back to rest after a
+ * test: a hang guard (the send tests need the most, sockets keeping their
+ * buffer until TCP has sent everything), not an assertion on time.
+ */
+#define REST_MS		60000
+
+/*
  * The parameters of mbufmux_tcp.ko as the program found them: the
  * fixtures restore them after each test.
  */
@@ -65,6 +72,19 @@ static inline void expect_refused(struct __test_metadata *_metadata,
 	EXPECT_TRUE(err == -EINVAL || err == -ERANGE)
 		TH_LOG("%s=4294967296: %d", name, err);
 	EXPECT_EQ(param_get(name), old);
+}
+
+/* A pair on listener @l, the connecting side attached if @attach_it. */
+static inline int pair_on(struct __test_metadata *_metadata,
+			  const struct lsn *l, bool attach_it, int *peer)
+{
+	int fd;
+
+	fd = lsn_pair(l, peer);
+	ASSERT_GE(fd, 0) TH_LOG("pair: %s", strerror(errno));
+	if (attach_it)
+		ASSERT_EQ(attach(fd), 0) TH_LOG("attach: %s", strerror(errno));
+	return fd;
 }
 
 /* Receives @total bytes of pattern @flow. */

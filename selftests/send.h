@@ -68,7 +68,6 @@
 
 #include "mbufmux_util.h"
 
-#define REST_MS		60000	/* for the pool to come back to rest */
 #define STALL_MS	30000	/* progress watchdog: no byte moved that long */
 #define SETTLE_MS	3000	/* nobody writable that long: stalled */
 
@@ -400,19 +399,6 @@ FIXTURE_TEARDOWN_PARENT(mbufmux_send)
  * The helpers below take the fixture's data as
  * "struct _test_data_mbufmux_send", which is FIXTURE_DATA(mbufmux_send).
  */
-
-/* A connected loopback pair through @l, the connecting side attached. */
-static inline int new_pair(struct __test_metadata *_metadata,
-			   const struct lsn *l, bool attach_it, int *peer)
-{
-	int fd;
-
-	fd = lsn_pair(l, peer);
-	ASSERT_GE(fd, 0) TH_LOG("pair: %s", strerror(errno));
-	if (attach_it)
-		ASSERT_EQ(attach(fd), 0) TH_LOG("attach: %s", strerror(errno));
-	return fd;
-}
 
 /* Makes the pool @limit buffers small (its reserve 0). */
 static inline void shrink(struct __test_metadata *_metadata, long limit)

@@ -161,7 +161,7 @@ static void bound_check(struct __test_metadata *_metadata,
 
 	shrink(_metadata, BOUND_LIMIT);
 	for (i = 0; i < n; i++) {
-		fds[i] = new_pair(_metadata, l, true, &peers[i]);
+		fds[i] = pair_on(_metadata, l, true, &peers[i]);
 		ASSERT_EQ(set_nonblock(fds[i]), 0);
 	}
 	total = fill_stalled(_metadata, fds, n, cap, sent);
@@ -185,7 +185,7 @@ static void bound_check(struct __test_metadata *_metadata,
 	/* The control: plain TCP. */
 	memset(sent, 0, nmax * sizeof(*sent));
 	for (i = 0; i < n_plain; i++) {
-		fds[i] = new_pair(_metadata, l, false, &peers[i]);
+		fds[i] = pair_on(_metadata, l, false, &peers[i]);
 		ASSERT_EQ(set_nonblock(fds[i]), 0);
 	}
 	total = fill_stalled(_metadata, fds, n_plain, cap, sent);
@@ -252,12 +252,12 @@ TEST_F(mbufmux_send, drain_serves_fifo)
 	ASSERT_NE(buf, NULL);
 	shrink(_metadata, 2);
 	for (i = 0; i < 2; i++) {
-		h[i] = new_pair(_metadata, &self->small, true, &hp[i]);
+		h[i] = pair_on(_metadata, &self->small, true, &hp[i]);
 		total[i] = backlog(_metadata, h[i], 60 + i);
 		EXPECT_EQ(info_flags(h[i]), MBUFMUX_F_HOLDS_BUF);
 	}
 	for (i = 0; i < 3; i++) {
-		v[i] = new_pair(_metadata, &self->lsn, true, &vp[i]);
+		v[i] = pair_on(_metadata, &self->lsn, true, &vp[i]);
 		ASSERT_TRUE(park(v[i])) TH_LOG("socket %d", i);
 		port[i] = local_port(v[i]);
 	}
@@ -360,7 +360,7 @@ static void deliver_one(struct __test_metadata *_metadata,
 		ASSERT_GE(fd, 0) TH_LOG("pair: %s", strerror(errno));
 		ASSERT_EQ(attach(fd), 0);
 	} else {
-		fd = new_pair(_metadata, l, true, &peer);
+		fd = pair_on(_metadata, l, true, &peer);
 	}
 	if (l == &mid)
 		close(mid.fd);
@@ -585,14 +585,14 @@ TEST_F_TIMEOUT(mbufmux_send, fair_turns, 120)
 	ASSERT_NE(big, NULL);
 	fill(big, len, 66, 0);
 	shrink(_metadata, 1);
-	a = new_pair(_metadata, &self->lsn, true, &rd.fd);
+	a = pair_on(_metadata, &self->lsn, true, &rd.fd);
 	ASSERT_EQ(pthread_create(&rd.thread, NULL, reader_fn, &rd), 0);
 	c = (struct blocked_call){ .op = CALL_SEND, .fd = a, .buf = big,
 				   .len = len };
 	ASSERT_EQ(blocked_call_start(&c), 0);
 	ASSERT_EQ(wait_flags(a, MBUFMUX_F_HOLDS_BUF, MBUFMUX_F_HOLDS_BUF,
 			     WAKE_MS), MBUFMUX_F_HOLDS_BUF);
-	b = new_pair(_metadata, &self->lsn, true, &bp);
+	b = pair_on(_metadata, &self->lsn, true, &bp);
 	/*
 	 * B must wait its turn. By the time its flags are read it may
 	 * already have been handed the buffer A gave back (on a loaded

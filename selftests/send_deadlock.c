@@ -29,9 +29,9 @@ TEST_F(mbufmux_send, parked_reads_when_stalled)
 	long total;
 
 	shrink(_metadata, 1);
-	h = new_pair(_metadata, &self->lsn, true, &hp);
+	h = pair_on(_metadata, &self->lsn, true, &hp);
 	ASSERT_TRUE(hold(h));
-	v = new_pair(_metadata, &self->lsn, true, &vp);
+	v = pair_on(_metadata, &self->lsn, true, &vp);
 	ASSERT_TRUE(park(v));
 	fill(in, 10, 67, 0);
 	ASSERT_EQ(send(vp, in, 10, 0), 10);

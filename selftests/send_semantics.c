@@ -21,7 +21,7 @@ TEST_F(mbufmux_send, nodelay_flush)
 	int fd, peer;
 	char buf[4];
 
-	fd = new_pair(_metadata, &self->lsn, true, &peer);
+	fd = pair_on(_metadata, &self->lsn, true, &peer);
 	ASSERT_EQ(send(fd, "hdr", 3, MSG_MORE), 3);
 	EXPECT_EQ(staged(fd), 3);
 	EXPECT_EQ(poll_one(peer, POLLIN, QUIET_MS), 0);
@@ -44,7 +44,7 @@ TEST_F(mbufmux_send, cork_flush)
 	int fd, peer;
 	char buf[8];
 
-	fd = new_pair(_metadata, &self->lsn, true, &peer);
+	fd = pair_on(_metadata, &self->lsn, true, &peer);
 	ASSERT_EQ(setint(fd, IPPROTO_TCP, TCP_CORK, 1), 0);
 	ASSERT_EQ(send(fd, "ab", 2, 0), 2);
 	ASSERT_EQ(send(fd, "cd", 2, MSG_MORE), 2);
@@ -82,7 +82,7 @@ TEST_F_TIMEOUT(mbufmux_send, cork_large, 120)
 	fill(out, len, 77, 0);
 	for (ulp = 0; ulp < 2; ulp++) {
 		rd = (struct reader){ .chunk = 16384, .flow = 77 };
-		fd = new_pair(_metadata, &self->lsn, ulp, &rd.fd);
+		fd = pair_on(_metadata, &self->lsn, ulp, &rd.fd);
 		ASSERT_EQ(setint(fd, IPPROTO_TCP, TCP_CORK, 1), 0);
 		ASSERT_EQ(set_nonblock(fd), 0);
 		ASSERT_EQ(pthread_create(&rd.thread, NULL, reader_fn, &rd), 0);
@@ -133,7 +133,7 @@ TEST_F(mbufmux_send, flush_mark)
 	ssize_t n;
 
 	ASSERT_NE(buf, NULL);
-	fd = new_pair(_metadata, &self->small, true, &peer);
+	fd = pair_on(_metadata, &self->small, true, &peer);
 	ASSERT_EQ(setint(fd, IPPROTO_TCP, TCP_NOTSENT_LOWAT, 1), 0);
 	ASSERT_EQ(set_nonblock(fd), 0);
 	while (sent < max) {
@@ -180,7 +180,7 @@ TEST_F(mbufmux_send, msg_more_then_poll)
 
 	ASSERT_NE(buf, NULL);
 	for (ulp = 0; ulp < 2; ulp++) {
-		fd = new_pair(_metadata, &self->lsn, ulp, &peer);
+		fd = pair_on(_metadata, &self->lsn, ulp, &peer);
 		fill(buf, len, 75, 0);
 		ASSERT_EQ(send(fd, buf, first, MSG_MORE | MSG_DONTWAIT),
 			  (ssize_t)first);
@@ -236,7 +236,7 @@ TEST_F(mbufmux_send, reset_lets_go)
 	close(h);
 
 	/* Parked, then reset. */
-	h = new_pair(_metadata, &self->lsn, true, &hp);
+	h = pair_on(_metadata, &self->lsn, true, &hp);
 	ASSERT_TRUE(hold(h));
 	ASSERT_EQ(net_admin(false), 0);
 	v = lsn_pair(&self->lsn, &vp);
@@ -280,9 +280,9 @@ TEST_F(mbufmux_send, shutdown_lets_go)
 	buf = malloc(BACKLOG_CHUNK);
 	ASSERT_NE(buf, NULL);
 	shrink(_metadata, 1);
-	h = new_pair(_metadata, &self->lsn, true, &hp);
+	h = pair_on(_metadata, &self->lsn, true, &hp);
 	ASSERT_TRUE(hold(h));
-	v = new_pair(_metadata, &self->lsn, true, &vp);
+	v = pair_on(_metadata, &self->lsn, true, &vp);
 	ASSERT_TRUE(park(v));
 	stats(_metadata, &st);
 	ASSERT_EQ(shutdown(v, SHUT_WR), 0);
@@ -300,9 +300,9 @@ TEST_F(mbufmux_send, shutdown_lets_go)
 	/* A holder with unsent bytes shuts down. */
 	close(h);
 	close(hp);
-	h = new_pair(_metadata, &self->small, true, &hp);
+	h = pair_on(_metadata, &self->small, true, &hp);
 	total = backlog(_metadata, h, 81);
-	w = new_pair(_metadata, &self->lsn, true, &wp);
+	w = pair_on(_metadata, &self->lsn, true, &wp);
 	ASSERT_TRUE(park(w));
 	ASSERT_EQ(shutdown(h, SHUT_WR), 0);
 	sleep_ms(QUIET_MS);
@@ -341,9 +341,9 @@ TEST_F(mbufmux_send, close_keeps_buffer)
 	buf = malloc(BACKLOG_CHUNK);
 	ASSERT_NE(buf, NULL);
 	shrink(_metadata, 1);
-	h = new_pair(_metadata, &self->small, true, &hp);
+	h = pair_on(_metadata, &self->small, true, &hp);
 	total = backlog(_metadata, h, 82);
-	v = new_pair(_metadata, &self->lsn, true, &vp);
+	v = pair_on(_metadata, &self->lsn, true, &vp);
 	ASSERT_TRUE(park(v));
 	ASSERT_EQ(close(h), 0);
 	EXPECT_EQ(poll_one(v, POLLOUT, QUIET_MS), 0)
@@ -489,7 +489,7 @@ TEST_F(mbufmux_send, outq_counts_staged)
 	size_t total;
 	char *big;
 
-	fd = new_pair(_metadata, &self->lsn, true, &peer);
+	fd = pair_on(_metadata, &self->lsn, true, &peer);
 	fill(buf, sizeof(buf), 95, 0);
 	ASSERT_EQ(send(fd, buf, 3000, MSG_MORE), 3000);
 	ASSERT_EQ(staged(fd), 3000);
@@ -507,7 +507,7 @@ TEST_F(mbufmux_send, outq_counts_staged)
 	/* Stalled: staged bytes and TCP's. */
 	big = malloc(BACKLOG_CHUNK);
 	ASSERT_NE(big, NULL);
-	fd = new_pair(_metadata, &self->small, true, &peer);
+	fd = pair_on(_metadata, &self->small, true, &peer);
 	total = backlog(_metadata, fd, 96);
 	for (tries = 0; tries < 50; tries++) {
 		s1 = staged(fd);
@@ -555,9 +555,9 @@ TEST_F_TIMEOUT(mbufmux_send, disconnect_no_side_effect, 120)
 
 	/* Parked. */
 	shrink(_metadata, 1);
-	h = new_pair(_metadata, &self->lsn, true, &hp);
+	h = pair_on(_metadata, &self->lsn, true, &hp);
 	ASSERT_TRUE(hold(h));
-	v = new_pair(_metadata, &self->lsn, true, &vp);
+	v = pair_on(_metadata, &self->lsn, true, &vp);
 	fill(out, sizeof(out), 97, 0);
 	c = (struct blocked_call){ .op = CALL_SEND, .fd = v, .buf = out,
 				   .len = sizeof(out) };
@@ -588,7 +588,7 @@ TEST_F_TIMEOUT(mbufmux_send, disconnect_no_side_effect, 120)
 	big = malloc(len);
 	ASSERT_NE(big, NULL);
 	fill(big, len, 98, 0);
-	v = new_pair(_metadata, &self->small, true, &vp);
+	v = pair_on(_metadata, &self->small, true, &vp);
 	ASSERT_EQ(setint(v, SOL_SOCKET, SO_SNDBUF, 8192), 0);
 	c = (struct blocked_call){ .op = CALL_SEND, .fd = v, .buf = big,
 				   .len = len };

@@ -38,8 +38,6 @@
 
 #include "mbufmux_util.h"
 
-#define REST_MS		10000	/* for the pool to come back to rest */
-
 #define MAX_FDS		128
 
 #ifndef IPPROTO_MPTCP
