@@ -160,7 +160,12 @@ int stats_read(struct pool_stats *st);
 /* One counter of DBG_DIR/stats by its name, or -1. */
 long long stat_get(const char *name);
 
-/* Waits for no buffer in use and nobody waiting: 0, 1 if not, -1. */
+/*
+ * Waits for no buffer in use and nobody waiting: 0, 1 if not, -1. Up to
+ * @ms, and longer, up to 240 s in all, while closed sockets remain that
+ * TCP is still ending (until 5 s after the last): each may hold its buffer
+ * that long (Documentation/mbufmux.rst, "Known limitations").
+ */
 int wait_rest(struct pool_stats *st, int ms);
 
 /* Waits until @in_use buffers are out and @waiters are queued. */
