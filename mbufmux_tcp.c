@@ -640,34 +640,72 @@ static bool mbufmux_settle(struct sock *sk, struct mbufmux_sock *ctx)
 }
 
 /*
- * Hand @len bytes of @msg to TCP, @added of them new to what the buffer
- * covers. When they leave the socket unwritable (less room than
- * mbufmux_writable() wants), TCP must transmit what it holds now, partial
- * segment and all, since the program will give no more until it has: TCP
- * does the same for its own queue, pushing past Nagle and cork when its
- * send buffer is full (TCP_NAGLE_PUSH in tcp_sendmsg_locked()). With
- * @pushing set, a write-space callback run from the backlog meanwhile
- * leaves the buffer alone.
+ * One call into TCP for @len bytes of @msg, past Nagle and cork if @push.
+ * With @pushing set, a write-space callback run from the backlog
+ * meanwhile leaves the buffer alone.
  */
-static int mbufmux_tcp_send(struct sock *sk, struct mbufmux_sock *ctx,
-			    struct msghdr *msg, size_t len, size_t added)
+static int mbufmux_tcp_call(struct sock *sk, struct mbufmux_sock *ctx,
+			    struct msghdr *msg, size_t len, bool push)
 {
 	struct tcp_sock *tp = tcp_sk(sk);
 	u8 nonagle = tp->nonagle;
-	bool full;
 	int ret;
 
-	full = mbufmux_unsent(sk, ctx) + added >
-	       mbufmux_size() - mbufmux_size() / 4;
-	if (full)
+	if (push)
 		tp->nonagle = TCP_NAGLE_OFF | TCP_NAGLE_PUSH;
 	WRITE_ONCE(ctx->pushing, true);
 	ret = tcp_sendmsg_locked(sk, msg, len);
 	WRITE_ONCE(ctx->pushing, false);
 	/* What was queued has been pushed: no TCP_NAGLE_PUSH left over. */
-	if (full)
+	if (push)
 		tp->nonagle = nonagle & ~TCP_NAGLE_PUSH;
 	return ret;
+}
+
+/* Would @more unsent bytes leave the socket unwritable? See mbufmux_writable(). */
+static bool mbufmux_fills(const struct sock *sk, const struct mbufmux_sock *ctx,
+			  size_t more)
+{
+	unsigned int size = mbufmux_size();
+
+	return mbufmux_unsent(sk, ctx) + more > size - size / 4;
+}
+
+/*
+ * Hand @len bytes of @msg to TCP, new to what the buffer covers if @added
+ * (else staged already). When they leave the socket unwritable, TCP must
+ * transmit what it holds now, partial segment and all, since the program
+ * will give no more until it has: TCP does the same for its own queue,
+ * pushing past Nagle and cork when its send buffer is full (TCP_NAGLE_PUSH
+ * in tcp_sendmsg_locked()). Whether they do is known only once TCP has
+ * taken them, after it has sent the full segments itself: if they might,
+ * TCP gets all bytes but the last one first, with MSG_MORE (its partial
+ * segment waits for that byte, as within one send() on plain TCP; the
+ * flag holds nothing beyond the call), and the last one pushes if the
+ * socket is then unwritable, or goes as TCP's Nagle test says. So a push
+ * never cuts short a segment that TCP would have filled within the
+ * buffer, and a socket that stays writable is never pushed early.
+ */
+static int mbufmux_tcp_send(struct sock *sk, struct mbufmux_sock *ctx,
+			    struct msghdr *msg, size_t len, bool added)
+{
+	int first, ret;
+
+	if (!mbufmux_fills(sk, ctx, added ? len : 0))
+		return mbufmux_tcp_call(sk, ctx, msg, len, false);
+	if (len == 1)
+		return mbufmux_tcp_call(sk, ctx, msg, len, true);
+
+	iov_iter_truncate(&msg->msg_iter, len - 1);
+	msg->msg_flags |= MSG_MORE;
+	first = mbufmux_tcp_call(sk, ctx, msg, len - 1, false);
+	msg->msg_flags &= ~MSG_MORE;
+	iov_iter_reexpand(&msg->msg_iter, len - max(first, 0));
+	/* TCP is full (and pushed), or failed. */
+	if (first != len - 1)
+		return first;
+	ret = mbufmux_tcp_call(sk, ctx, msg, 1, mbufmux_fills(sk, ctx, added));
+	return ret > 0 ? first + ret : first;
 }
 
 /*
@@ -688,13 +726,14 @@ static int mbufmux_push(struct sock *sk, struct mbufmux_sock *ctx)
 		iov.iov_base = buf + ctx->head;
 		iov.iov_len = len;
 		/*
-		 * Never MSG_MORE: bytes TCP corked would stay unsent, and
-		 * the room they take would never come back. The ULP holds
-		 * MSG_MORE data itself.
+		 * Never MSG_MORE (but for the bytes before the last, in
+		 * mbufmux_tcp_send()): bytes TCP corked would stay unsent,
+		 * and the room they take would never come back. The ULP
+		 * holds MSG_MORE data itself.
 		 */
 		msg.msg_flags = MSG_DONTWAIT | MSG_NOSIGNAL;
 		iov_iter_kvec(&msg.msg_iter, ITER_SOURCE, &iov, 1, len);
-		ret = mbufmux_tcp_send(sk, ctx, &msg, len, 0);
+		ret = mbufmux_tcp_send(sk, ctx, &msg, len, false);
 		if (ret <= 0)
 			break;
 		ctx->head += ret;
@@ -954,7 +993,7 @@ static int mbufmux_write_through(struct sock *sk, struct mbufmux_sock *ctx,
 			 (flags & MSG_SPLICE_PAGES_COMPAT);
 	msg->msg_controllen = 0;
 	iov_iter_truncate(&msg->msg_iter, len);
-	ret = mbufmux_tcp_send(sk, ctx, msg, len, len);
+	ret = mbufmux_tcp_send(sk, ctx, msg, len, true);
 	iov_iter_reexpand(&msg->msg_iter, left - max(ret, 0));
 	msg->msg_controllen = controllen;
 	msg->msg_flags = flags;
