@@ -535,9 +535,12 @@ static const struct mbufmux_waiter_ops mbufmux_waiter_ops = {
 
 /* The send path */
 
+/* The pool's buffer size, fixed at load: read on every send. */
+static unsigned int tcp_buf_size __read_mostly;
+
 static unsigned int mbufmux_size(void)
 {
-	return mbufmux_pool_buf_size(tcp_pool);
+	return tcp_buf_size;
 }
 
 static bool mbufmux_holds(const struct mbufmux_sock *ctx)
@@ -634,7 +637,8 @@ static bool mbufmux_settle(struct sock *sk, struct mbufmux_sock *ctx)
 		mbufmux_sock_put(ctx);
 		return true;
 	}
-	if (sk->sk_socket)
+	/* Set already, as a rule, while TCP holds the socket's bytes. */
+	if (sk->sk_socket && !test_bit(SOCK_NOSPACE, &sk->sk_socket->flags))
 		set_bit(SOCK_NOSPACE, &sk->sk_socket->flags);
 	return false;
 }
@@ -1023,6 +1027,15 @@ static int mbufmux_stage(struct mbufmux_sock *ctx, char *buf,
 			    MSG_EOR | MSG_WAITALL | MSG_CMSG_COMPAT | \
 			    MSG_BATCH | MSG_SENDPAGE_NOTLAST_COMPAT)
 
+/* No error, not shut down, connected: what mbufmux_send_error() checks. */
+static bool mbufmux_can_send(const struct sock *sk)
+{
+	return !READ_ONCE(sk->sk_err) &&
+	       !(READ_ONCE(sk->sk_shutdown) & SEND_SHUTDOWN) &&
+	       ((1 << READ_ONCE(sk->sk_state)) &
+		(TCPF_ESTABLISHED | TCPF_CLOSE_WAIT));
+}
+
 static int mbufmux_send_error(struct sock *sk)
 {
 	if (sk->sk_err)
@@ -1033,27 +1046,23 @@ static int mbufmux_send_error(struct sock *sk)
 	return 0;
 }
 
-static int mbufmux_sendmsg(struct sock *sk, struct msghdr *msg, size_t size)
+/*
+ * The send loop, under the socket lock, for @msg after the @copied bytes
+ * mbufmux_send_fast() sent. Returns the bytes accepted, or an error. Out
+ * of line, so that the fast path's caller stays a small function.
+ */
+static noinline int mbufmux_send_loop(struct sock *sk,
+				      struct mbufmux_sock *ctx,
+				      struct msghdr *msg, size_t copied,
+				      bool more)
 {
-	struct mbufmux_sock *ctx = mbufmux_sk_ctx(sk);
-	int flags = msg->msg_flags;
-	bool more = (flags & (MSG_MORE | MSG_SENDPAGE_NOTLAST_COMPAT)) &&
-		    !(flags & MSG_EOR);
-	size_t copied = 0, left, len;
+	size_t left, len;
 	unsigned int room;
 	int err = 0, ret;
 	long timeo;
 	char *buf;
 
-	/*
-	 * Spliced pages go to TCP as they are when they go straight to it,
-	 * and are copied when they are staged.
-	 */
-	if (flags & ~(MBUFMUX_SEND_FLAGS | MSG_SPLICE_PAGES_COMPAT))
-		return -EOPNOTSUPP;
-
-	lock_sock(sk);
-	timeo = sock_sndtimeo(sk, flags & MSG_DONTWAIT);
+	timeo = sock_sndtimeo(sk, msg->msg_flags & MSG_DONTWAIT);
 	WRITE_ONCE(ctx->sending, true);
 	while (msg_data_left(msg)) {
 		err = mbufmux_send_error(sk);
@@ -1069,8 +1078,8 @@ static int mbufmux_sendmsg(struct sock *sk, struct msghdr *msg, size_t size)
 			mbufmux_sock_put(ctx);
 
 		/* Never kept across a wait: a callback may give it back. */
-		buf = NULL;
-		if (mbufmux_user_take(ctx))
+		buf = mbufmux_waiter_buf(&ctx->waiter);
+		if (!buf && mbufmux_user_take(ctx))
 			buf = mbufmux_get(&ctx->waiter, ctx->margin);
 		room = buf ? mbufmux_room(sk, ctx) : 0;
 		if (!room) {
@@ -1108,18 +1117,79 @@ static int mbufmux_sendmsg(struct sock *sk, struct msghdr *msg, size_t size)
 	/* A send without MSG_MORE is a flush mark: all before it goes. */
 	if (!more || err)
 		WRITE_ONCE(ctx->flushed, ctx->staged);
-	ret = mbufmux_push(sk, ctx);
-	if (ret && ret != -EAGAIN && !copied)
-		err = ret;
+	if (ctx->flushed) {
+		ret = mbufmux_push(sk, ctx);
+		if (ret && ret != -EAGAIN && !copied)
+			err = ret;
+	}
 	WRITE_ONCE(ctx->sending, false);
 	mbufmux_settle(sk, ctx);
-	release_sock(sk);
+	return copied ?: err;
+}
 
-	if (copied)
-		return copied;
-	if (err == -EPIPE)
-		return sk_stream_error(sk, flags, err);
-	return err;
+/*
+ * The common send, on its own: the socket holds its buffer, nothing is
+ * staged, nobody waits for a buffer, and the whole of @msg fits beside the
+ * unsent bytes without leaving the socket unwritable, with no MSG_MORE to
+ * hold it back and no control message to ignore. It goes straight to TCP
+ * as mbufmux_write_through() would send it, without the loop's other cases
+ * to rule out first: most sends of small writes are this one, and under
+ * emulation every instruction of theirs shows. Returns the bytes TCP took,
+ * TCP's error, or 0 (nothing sent: TCP is full, or the send is not this
+ * one) to leave the send to the loop.
+ */
+static int mbufmux_send_fast(struct sock *sk, struct mbufmux_sock *ctx,
+			     struct msghdr *msg)
+{
+	size_t left = msg_data_left(msg);
+	int flags = msg->msg_flags;
+	int ret;
+
+	if (!left || msg->msg_controllen || ctx->staged ||
+	    !mbufmux_holds(ctx) || mbufmux_fills(sk, ctx, left) ||
+	    !mbufmux_can_send(sk) || mbufmux_contended(ctx))
+		return 0;
+	msg->msg_flags = MSG_DONTWAIT | MSG_NOSIGNAL |
+			 (flags & MSG_SPLICE_PAGES_COMPAT);
+	ret = mbufmux_tcp_call(sk, ctx, msg, left, false);
+	msg->msg_flags = flags;
+	if (ret == -EAGAIN)
+		return 0;
+	if (ret > 0)
+		ctx->used = true;
+	return ret;
+}
+
+static int mbufmux_sendmsg(struct sock *sk, struct msghdr *msg, size_t size)
+{
+	struct mbufmux_sock *ctx = mbufmux_sk_ctx(sk);
+	int flags = msg->msg_flags;
+	bool more = (flags & (MSG_MORE | MSG_SENDPAGE_NOTLAST_COMPAT)) &&
+		    !(flags & MSG_EOR);
+	int ret = 0;
+
+	/*
+	 * Spliced pages go to TCP as they are when they go straight to it,
+	 * and are copied when they are staged.
+	 */
+	if (flags & ~(MBUFMUX_SEND_FLAGS | MSG_SPLICE_PAGES_COMPAT))
+		return -EOPNOTSUPP;
+
+	lock_sock(sk);
+	if (!more)
+		ret = mbufmux_send_fast(sk, ctx, msg);
+	if (ret < 0 || (ret && !msg_data_left(msg))) {
+		/* TCP holds bytes and will say when they go: the rule. */
+		if (!mbufmux_notsent(sk) ||
+		    !test_bit(SOCK_NOSPACE, &sk->sk_socket->flags))
+			mbufmux_settle(sk, ctx);
+	} else {
+		ret = mbufmux_send_loop(sk, ctx, msg, ret, more);
+	}
+	release_sock(sk);
+	if (ret == -EPIPE)
+		return sk_stream_error(sk, flags, ret);
+	return ret;
 }
 
 static int mbufmux_recvmsg(struct sock *sk, struct msghdr *msg, size_t len,
@@ -1618,6 +1688,7 @@ static int __init mbufmux_tcp_module_init(void)
 		tcp_pool = NULL;
 		goto err_wq;
 	}
+	tcp_buf_size = mbufmux_pool_buf_size(tcp_pool);
 
 	mbufmux_users_file = debugfs_create_file("users", 0444,
 						 mbufmux_pool_debugfs_dir(tcp_pool),
