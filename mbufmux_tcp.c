@@ -98,7 +98,13 @@
 
 /* Module parameters */
 
-#define MBUFMUX_TCP_BUF_SIZE_DEFAULT	16384
+/*
+ * A buffer bounds what TCP holds unsent, so it bounds the segments TCP can
+ * build too (what was sent cannot grow): one GSO segment at the default
+ * gso_max_size, 64 KiB (loopback's MSS is 65483), lets TCP send segments as
+ * large as it would without the ULP.
+ */
+#define MBUFMUX_TCP_BUF_SIZE_DEFAULT	65536
 #define MBUFMUX_TCP_LIMIT_DEFAULT	64
 
 static unsigned int buf_size = MBUFMUX_TCP_BUF_SIZE_DEFAULT;

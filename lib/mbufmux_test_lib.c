@@ -674,6 +674,21 @@ int setint(int fd, int level, int name, int val)
 	return setsockopt(fd, level, name, &val, sizeof(val));
 }
 
+int lsn_open_bufs(struct lsn *l, int family, int rcvbuf, int sndbuf)
+{
+	int err = lsn_open(l, family, false);
+
+	if (err)
+		return err;
+	if ((rcvbuf && setint(l->fd, SOL_SOCKET, SO_RCVBUF, rcvbuf)) ||
+	    (sndbuf && setint(l->fd, SOL_SOCKET, SO_SNDBUF, sndbuf))) {
+		err = -errno;
+		close(l->fd);
+		l->fd = -1;
+	}
+	return err;
+}
+
 int lsn_pair_opts(const struct lsn *l, const struct sockopts *o, int *peer)
 {
 	int fd, err;

@@ -295,6 +295,13 @@ struct lsn {
 int lsn_open(struct lsn *l, int family, bool v4mapped);
 
 /*
+ * A loopback listener whose accepted sockets get @rcvbuf and @sndbuf
+ * (0: the default) from the start: set on the listener, inherited, and
+ * announced in the handshake. 0 or -errno.
+ */
+int lsn_open_bufs(struct lsn *l, int family, int rcvbuf, int sndbuf);
+
+/*
  * A connected pair through @l, which nobody else accepts on meanwhile: the
  * connecting side, the accepted one in *@peer; -1 on error.
  */

@@ -116,8 +116,8 @@ static inline long unsent_data(int fd)
 	return nsd > 0 && fin ? nsd - 1 : nsd;
 }
 
-/* struct tcp_info as the kernel has it, up to tcpi_notsent_bytes. */
-struct tcp_info_nsd {
+/* struct tcp_info as the kernel has it, up to tcpi_data_segs_out (4.6). */
+struct tcp_info_ext {
 	struct tcp_info base;	/* glibc's: up to tcpi_total_retrans */
 	uint64_t pacing_rate;
 	uint64_t max_pacing_rate;
@@ -126,20 +126,36 @@ struct tcp_info_nsd {
 	uint32_t segs_out;
 	uint32_t segs_in;
 	uint32_t notsent_bytes;
+	uint32_t min_rtt;
+	uint32_t data_segs_in;
+	uint32_t data_segs_out;
 };
 
 /* TCP_INFO's tcpi_notsent_bytes: TCP's own not-sent bytes; or -1. */
 static inline long tcp_notsent(int fd)
 {
-	struct tcp_info_nsd ti;
+	struct tcp_info_ext ti;
 	socklen_t len = sizeof(ti);
 
 	memset(&ti, 0, sizeof(ti));
 	if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) ||
-	    len < offsetof(struct tcp_info_nsd, notsent_bytes) +
+	    len < offsetof(struct tcp_info_ext, notsent_bytes) +
 		  sizeof(ti.notsent_bytes))
 		return -1;
 	return ti.notsent_bytes;
+}
+
+/* TCP_INFO's tcpi_data_segs_out: the data segments TCP sent; or -1. */
+static inline long data_segs_out(int fd)
+{
+	struct tcp_info_ext ti;
+	socklen_t len = sizeof(ti);
+
+	memset(&ti, 0, sizeof(ti));
+	if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) ||
+	    len < sizeof(ti))
+		return -1;
+	return ti.data_segs_out;
 }
 
 /* The staged bytes of an attached socket (MBUFMUX_INFO), or -1. */
@@ -259,27 +275,6 @@ static inline bool kmsg_seen(int fd, const char *what)
 	}
 	close(fd);
 	return seen;
-}
-
-/*
- * A loopback listener whose accepted sockets get @rcvbuf and @sndbuf
- * (0: the default) from the start: set on the listener, inherited, and
- * announced in the handshake. 0 or -errno.
- */
-static inline int lsn_open_bufs(struct lsn *l, int family, int rcvbuf,
-				int sndbuf)
-{
-	int err = lsn_open(l, family, false);
-
-	if (err)
-		return err;
-	if ((rcvbuf && setint(l->fd, SOL_SOCKET, SO_RCVBUF, rcvbuf)) ||
-	    (sndbuf && setint(l->fd, SOL_SOCKET, SO_SNDBUF, sndbuf))) {
-		err = -errno;
-		close(l->fd);
-		l->fd = -1;
-	}
-	return err;
 }
 
 /*

@@ -202,6 +202,16 @@ static void bound_check(struct __test_metadata *_metadata,
 }
 
 /*
+ * What each sender of the bound tests may send at most: @cap, or a buffer
+ * if that is more (a buf_size loaded larger than the default), so that an
+ * attached sender can still fill its own.
+ */
+static long bound_cap(const struct _test_data_mbufmux_send *self, long cap)
+{
+	return cap > self->buf_size ? cap : self->buf_size;
+}
+
+/*
  * The bound, 64 senders whose peers have default buffers (the scenario of
  * issue 10), each sending at most 512 KiB; the plain control too.
  * Fails if attached sockets fill TCP's send queues beyond the pool (what
@@ -211,7 +221,8 @@ static void bound_check(struct __test_metadata *_metadata,
  */
 TEST_F_TIMEOUT(mbufmux_send, bound_64, 300)
 {
-	bound_check(_metadata, self, &self->lsn, 64, 64, 32 * self->buf_size);
+	bound_check(_metadata, self, &self->lsn, 64, 64,
+		    bound_cap(self, 512 << 10));
 }
 
 /*
@@ -226,7 +237,7 @@ TEST_F_TIMEOUT(mbufmux_send, bound_64, 300)
 TEST_F_TIMEOUT(mbufmux_send, bound_1024, 600)
 {
 	bound_check(_metadata, self, &self->small, 1024, 1024,
-		    4 * self->buf_size);
+		    bound_cap(self, 64 << 10));
 }
 
 /*

@@ -66,8 +66,9 @@ TEST_F(mbufmux_send, cork_flush)
  * for STALL_MS. Fails if the bytes TCP holds corked, which the socket's
  * buffer covers, keep the buffer from draining until the program uncorks,
  * which it does only once send() has taken everything. (TCP sends no
- * partial segment while corked, and loopback's MSS, 65483, is above
- * buf_size: every segment the buffer can cover is partial.)
+ * partial segment while corked, and with the default buf_size, 65536, the
+ * socket is unwritable, at three quarters of its buffer, before a segment
+ * of loopback's MSS, 65483, is full.)
  */
 TEST_F_TIMEOUT(mbufmux_send, cork_large, 120)
 {
@@ -112,6 +113,80 @@ TEST_F_TIMEOUT(mbufmux_send, cork_large, 120)
 		close(rd.fd);
 	}
 	free(out);
+}
+
+/*
+ * The ULP never makes TCP send smaller segments than it would, when its
+ * buffer holds a segment (the default: loopback's MSS is 65483). Each case
+ * on a fresh pair whose peer has a large window, first 256 KiB sent, read
+ * and acknowledged (TCP bounds its MSS to half the peer's largest window,
+ * 32767 at first), on plain TCP (the control: the expectations hold on
+ * this kernel) and attached:
+ * - send() of one MSS: one more data segment (TCP_INFO). Fails if the ULP
+ *   hands TCP the bytes in two calls and TCP sends the first part alone
+ *   (Nagle lets a partial segment go while nothing small is in flight).
+ * - TCP_CORK, send() of one MSS and 100 bytes: one more data segment, the
+ *   100 bytes held (SIOCOUTQNSD). Fails if the ULP pushes past the cork
+ *   because the send might leave the socket unwritable (MSS + 100 bytes
+ *   against three quarters of the buffer) rather than because it does,
+ *   once TCP has taken them and sent its full segment: 100 unsent bytes
+ *   leave the socket writable.
+ * Then the cork comes off and every byte arrives.
+ */
+TEST_F(mbufmux_send, full_segments)
+{
+	size_t warm = 256 << 10, n;
+	int fd, peer, ulp, cork, mss;
+	long long end;
+	struct lsn big;
+	socklen_t len;
+	long segs;
+	char *buf;
+
+	buf = malloc(warm);
+	ASSERT_NE(buf, NULL);
+	ASSERT_EQ(lsn_open_bufs(&big, variant->family, 1 << 20, 0), 0);
+	for (cork = 0; cork < 2; cork++) {
+		for (ulp = 0; ulp < 2; ulp++) {
+			fd = pair_on(_metadata, &big, ulp, &peer);
+			fill(buf, warm, 79, 0);
+			ASSERT_EQ(send(fd, buf, warm, 0), (ssize_t)warm);
+			recv_pattern(_metadata, peer, buf, warm, 79);
+			end = now_ms() + WAKE_MS;
+			while (outq(fd) && now_ms() < end)
+				sleep_ms(1);
+			ASSERT_EQ(outq(fd), 0);
+			len = sizeof(mss);
+			ASSERT_EQ(getsockopt(fd, IPPROTO_TCP, TCP_MAXSEG, &mss,
+					     &len), 0);
+			if (self->buf_size < mss) {
+				close(fd);
+				close(peer);
+				SKIP(goto out, "buf_size %ld below the MSS %d",
+				     self->buf_size, mss);
+			}
+
+			n = mss + (cork ? 100 : 0);
+			fill(buf, n, 80, 0);
+			segs = data_segs_out(fd);
+			ASSERT_GT(segs, 0);
+			ASSERT_EQ(setint(fd, IPPROTO_TCP, TCP_CORK, cork), 0);
+			ASSERT_EQ(send(fd, buf, n, 0), (ssize_t)n);
+			EXPECT_EQ(data_segs_out(fd) - segs, 1)
+				TH_LOG("%s, %s: %zu bytes in %ld segments, %ld unsent",
+				       ulp ? "ULP" : "plain",
+				       cork ? "corked" : "not corked", n,
+				       data_segs_out(fd) - segs, outq_nsd(fd));
+			EXPECT_EQ(outq_nsd(fd), (long)(n - mss));
+			ASSERT_EQ(setint(fd, IPPROTO_TCP, TCP_CORK, 0), 0);
+			recv_pattern(_metadata, peer, buf, n, 80);
+			close(fd);
+			close(peer);
+		}
+	}
+out:
+	close(big.fd);
+	free(buf);
 }
 
 /*

@@ -193,6 +193,31 @@ static inline int new_pair(struct __test_metadata *_metadata,
 	return fd;
 }
 
+/*
+ * new_pair(), attached, through a listener of its own whose accepted side
+ * has SO_RCVBUF @bytes, so that the peer can take several buffers' worth
+ * without reading (the default, tcp_rmem[1], 128 KiB, half of it window,
+ * holds only one buffer of the default 64 KiB), and the attached side
+ * SO_SNDBUF @bytes, so that TCP takes every byte the buffer lets through.
+ */
+static inline int new_pair_bufs(struct __test_metadata *_metadata,
+				struct _test_data_mbufmux *self, int bytes,
+				int *peer)
+{
+	const struct sockopts o = { .sndbuf = bytes };
+	struct lsn l;
+	int fd;
+
+	ASSERT_EQ(lsn_open_bufs(&l, self->lsn.family, bytes, 0), 0);
+	track(_metadata, self, l.fd);
+	fd = lsn_pair_opts(&l, &o, peer);
+	ASSERT_GE(fd, 0) TH_LOG("pair: %s", strerror(errno));
+	track(_metadata, self, fd);
+	track(_metadata, self, *peer);
+	ASSERT_EQ(attach(fd), 0);
+	return fd;
+}
+
 /* Makes the pool @limit buffers small (and its reserve 0). */
 static inline void shrink(struct __test_metadata *_metadata, long limit)
 {

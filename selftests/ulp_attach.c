@@ -335,7 +335,8 @@ TEST_F(mbufmux, msg_more_holds)
 
 	ASSERT_EQ(info_get(fd, &info), 0);
 	EXPECT_EQ(info.flags, MBUFMUX_F_HOLDS_BUF);
-	EXPECT_EQ(info.staged, 100U);
+	EXPECT_GE(info.staged, 100U);
+	EXPECT_LT(info.staged, self->buf_size / 4);
 	stats(_metadata, &st);
 	EXPECT_EQ(st.in_use, 1);
 	EXPECT_EQ(poll_one(peer, POLLIN, QUIET_MS), 0);
@@ -354,7 +355,10 @@ TEST_F(mbufmux, msg_more_holds)
 
 /*
  * MSG_MORE holds at most one buffer: a send larger than the buffer is
- * accepted whole, full buffers go to TCP and only the rest stays staged.
+ * accepted whole, full buffers go to TCP and only the rest stays staged:
+ * the 100 bytes past the last buffer's worth, and the few bytes TCP still
+ * held when each buffer's worth went (a partial segment Nagle's algorithm
+ * keeps for a moment counts against the buffer), far less than a buffer.
  */
 TEST_F(mbufmux, msg_more_full_buffer)
 {
@@ -368,12 +372,13 @@ TEST_F(mbufmux, msg_more_full_buffer)
 	ASSERT_NE(out, NULL);
 	ASSERT_NE(in, NULL);
 	fill(out, len + 1, 3, 0);
-	fd = new_pair(_metadata, self, true, &peer);
+	fd = new_pair_bufs(_metadata, self, 4 * self->buf_size, &peer);
 
 	ASSERT_EQ(send(fd, out, len, MSG_MORE), (ssize_t)len);
 	ASSERT_EQ(info_get(fd, &info), 0);
 	EXPECT_EQ(info.flags, MBUFMUX_F_HOLDS_BUF);
-	EXPECT_EQ(info.staged, 100U);
+	EXPECT_GE(info.staged, 100U);
+	EXPECT_LT(info.staged, self->buf_size / 4);
 
 	ASSERT_EQ(send(fd, out + len, 1, 0), 1);
 	ASSERT_EQ(recv_all(peer, in, len + 1, WAKE_MS), len + 1);
@@ -402,7 +407,7 @@ TEST_F(mbufmux, sendfile_splice)
 	in = malloc(len);
 	ASSERT_NE(out, NULL);
 	ASSERT_NE(in, NULL);
-	fd = new_pair(_metadata, self, true, &peer);
+	fd = new_pair_bufs(_metadata, self, 4 * self->buf_size, &peer);
 
 	mfd = memfd_create("mbufmux", MFD_CLOEXEC);
 	ASSERT_GE(mfd, 0);
