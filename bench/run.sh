@@ -18,16 +18,21 @@
 #      BENCH_STREAM_SECS, BENCH_STREAM_REPS, BENCH_KERN_ARGS,
 #      BENCH_MEM_SENDERS, BENCH_MEM_CAP (see
 #      bench/vm-bench.sh; e.g. BENCH_KERN_ARGS="rounds=9 fastpath_ms=500"),
-#      MBUFMUX_VM_TIMEOUT (default 3600 s counted, 1200 s wall-clock), and
+#      BENCH_CLOCK (wall or instructions, below), MBUFMUX_VM_TIMEOUT
+#      (default 1200 s, 3600 s counted), and
 #      scripts/vm.sh's.
 #
-# The VM is timed by its instruction count (qemu -icount shift=0,sleep=off,
-# single-threaded TCG: a guest instruction is a nanosecond of the guest's
-# clocks, and idle time is skipped), so that what other programs do on the
-# host moves no figure: wall-clock runs of one stream under TCG spanned
-# 29-137 MB/s beside other VMs, counted ones repeat within about 1%.
-# BENCH_WALLCLOCK=1 times it by the host's clock instead (multi-threaded TCG,
-# or KVM where it works).
+# BENCH_CLOCK=instructions times the VM by its instruction count (qemu
+# -icount shift=0,sleep=off, single-threaded TCG: a guest instruction is a
+# nanosecond of the guest's clocks, idle time skipped), so that what other
+# programs do on the host moves no figure: wall-clock runs of one stream
+# under TCG spanned 29-137 MB/s beside other VMs, counted ones repeat
+# within about 1%. Not the default: in the first whole counted run (two
+# of the streams alone were clean), qemu's icount raised a spurious debug
+# exception in the kernel part (a WARNING from exc_debug_kernel() at a
+# cmpxchg16b of the slab's fast path, TF set in kernel mode: an emulation
+# fault, which fails the run's kernel-log check). BENCH_CLOCK=wall (the
+# default) is the host's clock.
 #
 # Exit: 0, or 1 if a part failed or a check did not hold (the JSON is
 # written all the same), 2 if the VM run gave no figures.
@@ -56,16 +61,22 @@ cp "$bench/ulp_bench" "$tree/selftests/"
 # the host's clock (one host thread emulates both CPUs, each instruction
 # counted): a stream run of 1 s of counted time is enough where runs repeat
 # within 1%, and the whole run gets 3600 s.
-if [ "${BENCH_WALLCLOCK:-0}" != 1 ]; then
+clock=${BENCH_CLOCK:-wall}
+case $clock in
+instructions)
 	export MBUFMUX_VM_ACCEL=tcg
 	export MBUFMUX_VM_QEMU_ARGS="-icount shift=0,sleep=off ${MBUFMUX_VM_QEMU_ARGS:-}"
 	: "${BENCH_STREAM_SECS:=1}"
 	vm_timeout=${MBUFMUX_VM_TIMEOUT:-3600}
-	clock=instructions
-else
+	;;
+wall)
 	vm_timeout=${MBUFMUX_VM_TIMEOUT:-1200}
-	clock=wall
-fi
+	;;
+*)
+	echo "bench: BENCH_CLOCK=$clock: want wall or instructions" >&2
+	exit 2
+	;;
+esac
 
 # The VM script: the settings asked for here, then bench/vm-bench.sh.
 script=$out/vm-bench.sh
