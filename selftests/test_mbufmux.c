@@ -862,12 +862,26 @@ struct stress_ctx {
 	struct task_struct *task;
 	struct completion done;
 	unsigned int ops;
+	unsigned int at;	/* the op the thread is at */
 	unsigned int last;	/* offset of the buffer's last word */
 	unsigned int flags;	/* the pool's */
 	u32 mark;		/* this thread's, in a buffer it holds */
 	int held_max;		/* most buffers held at once, seen here */
 	unsigned long waits, handed, cancelled, raw, hung, dirty, shared;
 };
+
+/*
+ * Waits for stress thread @i to end. On a debug kernel in a VM beside
+ * others the threads' ops can take minutes: waiting in slices leaves the
+ * hung-task detector to threads stuck in one op (which give up on their
+ * own after HANG_TIMEOUT), and the log says how far the thread has come.
+ */
+static void stress_join(struct stress_ctx *c, int i)
+{
+	while (!wait_for_completion_timeout(&c->done, 30 * HZ))
+		pr_info("    # stress thread %d at op %u of %u\n", i,
+			READ_ONCE(c->at), c->ops);
+}
 
 /* Buffers held by the stress threads now, counted by them. */
 static atomic_t stress_held;
@@ -914,6 +928,7 @@ static int stress_thread(void *arg)
 	for (i = 0; i < c->ops; i++) {
 		u32 r = get_random_u32();
 
+		WRITE_ONCE(c->at, i);
 		switch (r % 8) {
 		case 0:
 			buf = mbufmux_buf_alloc(c->pool, r & 8 ? 0 :
@@ -993,6 +1008,7 @@ static int race_thread(void *arg)
 	void *buf;
 
 	for (i = 0; i < c->ops; i++) {
+		WRITE_ONCE(c->at, i);
 		buf = mbufmux_buf_alloc(c->pool, 0);
 		if (!buf) {
 			cond_resched();
@@ -1039,7 +1055,7 @@ static int race_fastpath(struct mbufmux_pool *pool, unsigned int size,
 	}
 	n = i;
 	for (i = 0; i < n; i++) {
-		wait_for_completion(&c[i].done);
+		stress_join(&c[i], i);
 		raw += c[i].raw;
 		shared += c[i].shared;
 		held_max = max(held_max, c[i].held_max);
@@ -1115,7 +1131,7 @@ static void stress(const char *name, unsigned int size, unsigned int flags)
 		if (out[i])
 			mbufmux_buf_free(pool, out[i]);
 	for (i = 0; i < n; i++) {
-		wait_for_completion(&c[i].done);
+		stress_join(&c[i], i);
 		waits += c[i].waits;
 		handed += c[i].handed;
 		cancelled += c[i].cancelled;
