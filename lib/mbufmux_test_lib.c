@@ -669,6 +669,31 @@ int lsn_open(struct lsn *l, int family, bool v4mapped)
 	return 0;
 }
 
+int lsn_open_addr(struct lsn *l, const char *ipv4)
+{
+	struct sockaddr_in *sin = (struct sockaddr_in *)&l->addr;
+	int err;
+
+	memset(l, 0, sizeof(*l));
+	l->family = AF_INET;
+	sin->sin_family = AF_INET;
+	if (inet_pton(AF_INET, ipv4, &sin->sin_addr) != 1)
+		return -EINVAL;
+	l->len = sizeof(*sin);
+	l->fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (l->fd < 0)
+		return -errno;
+	if (bind(l->fd, (struct sockaddr *)&l->addr, l->len) ||
+	    listen(l->fd, 4096) ||
+	    getsockname(l->fd, (struct sockaddr *)&l->addr, &l->len)) {
+		err = -errno;
+		close(l->fd);
+		l->fd = -1;
+		return err;
+	}
+	return 0;
+}
+
 int setint(int fd, int level, int name, int val)
 {
 	return setsockopt(fd, level, name, &val, sizeof(val));
@@ -699,6 +724,28 @@ int lsn_pair_opts(const struct lsn *l, const struct sockopts *o, int *peer)
 	if ((o && o->rcvbuf && setint(fd, SOL_SOCKET, SO_RCVBUF, o->rcvbuf)) ||
 	    (o && o->sndbuf && setint(fd, SOL_SOCKET, SO_SNDBUF, o->sndbuf)) ||
 	    (o && o->maxseg && setint(fd, IPPROTO_TCP, TCP_MAXSEG, o->maxseg)) ||
+	    connect(fd, (const struct sockaddr *)&l->addr, l->len))
+		goto err;
+	*peer = accept4(l->fd, NULL, NULL, SOCK_CLOEXEC);
+	if (*peer < 0)
+		goto err;
+	return fd;
+err:
+	err = errno;
+	close(fd);
+	errno = err;
+	return -1;
+}
+
+int lsn_pair_from(const struct lsn *l, const struct sockaddr_in *src,
+		  int *peer)
+{
+	int fd, err;
+
+	fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -1;
+	if (bind(fd, (const struct sockaddr *)src, sizeof(*src)) ||
 	    connect(fd, (const struct sockaddr *)&l->addr, l->len))
 		goto err;
 	*peer = accept4(l->fd, NULL, NULL, SOCK_CLOEXEC);

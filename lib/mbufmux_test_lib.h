@@ -302,10 +302,28 @@ int lsn_open(struct lsn *l, int family, bool v4mapped);
 int lsn_open_bufs(struct lsn *l, int family, int rcvbuf, int sndbuf);
 
 /*
+ * A listener on the IPv4 address @ipv4 (dotted, e.g. one of 127.0.0.0/8,
+ * all of it local on Linux's loopback), any port. 0 or -errno. Each
+ * address has its own ports: many connections at once, or one run after
+ * another whose connections are still in TIME_WAIT, can go to different
+ * ones.
+ */
+int lsn_open_addr(struct lsn *l, const char *ipv4);
+
+/*
  * A connected pair through @l, which nobody else accepts on meanwhile: the
  * connecting side, the accepted one in *@peer; -1 on error.
  */
 int lsn_pair(const struct lsn *l, int *peer);
+
+/*
+ * lsn_pair() from the local address @src (address and port, bound before
+ * connect()): many connections to one listener without the kernel's
+ * search for a free ephemeral port, which scans the ports the others took
+ * and grows with their number.
+ */
+int lsn_pair_from(const struct lsn *l, const struct sockaddr_in *src,
+		  int *peer);
 
 /* Options of the connecting side of a pair, set before connect() */
 struct sockopts {
