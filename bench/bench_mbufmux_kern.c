@@ -5,19 +5,27 @@
  * with the cycle counter (get_cycles()), kthreads bound per CPU.
  *
  *   fastpath    alloc+free per operation, nobody waiting, room under the
- *               limit: kmem_cache, mempool, objpool (with and without
- *               zeroing the object), mbufmux_buf_alloc/free and
- *               mbufmux_get/put; on CPU 0 alone, then on every online CPU
- *               at once. Each figure is the median of @rounds runs, the
- *               variants interleaved so that noise hits them alike.
+ *               limit: kmem_cache (zeroing, as Debian's init_on_alloc does
+ *               anyway), mempool, objpool (with and without zeroing the
+ *               object), mbufmux_buf_alloc/free on a zeroing pool and on
+ *               one made as mbufmux_tcp makes its own (recycling, no
+ *               zeroing), and mbufmux_get/put; on CPU 0 alone, then on
+ *               every online CPU at once. Each figure is the median of
+ *               @rounds runs, the variants interleaved so that noise hits
+ *               them alike.
  *   handoff     from the free of the last buffer to the waiter's callback,
  *               p50 and p99, next to a bare queue_work() on a workqueue
  *               made like mbufmux's (queue_work() to the work function
- *               running); samples of both interleaved.
+ *               running); samples of both interleaved. For a zeroing pool
+ *               and for mbufmux_tcp's kind; with the contexts in the root
+ *               memory cgroup, in a child cgroup (the loader's), or the
+ *               holder in the root and the waiter in the child; after the
+ *               pool has recovered from the last handoff, or back to back.
  *   contention  @waiters kthreads against @bufs buffers for @contention_ms:
- *               operations per second, Jain's fairness index of the
- *               per-waiter service counts, longest wait; next to a
- *               counting semaphore guarding a kmem_cache (also FIFO).
+ *               operations per second, and the waits against the FIFO
+ *               bound (waiters / bufs x the mean hold): the longest and
+ *               the 99th percentile; next to a counting semaphore guarding
+ *               a kmem_cache (also FIFO).
  *
  * Loading the module runs everything (it takes a while under emulation)
  * and succeeds; the figures are in debugfs, as JSON members and as a
@@ -35,6 +43,7 @@
 #include <linux/kthread.h>
 #include <linux/ktime.h>
 #include <linux/math64.h>
+#include <linux/memcontrol.h>
 #include <linux/mempool.h>
 #include <linux/module.h>
 #include <linux/sched.h>
@@ -169,26 +178,6 @@ static u64 cycles_to_ns(u64 c)
 	return div64_u64(c * NSEC_PER_MSEC, cycles_per_ms);
 }
 
-/* Jain's fairness index of @n counts, in thousandths: (sum x)^2 / (n sum x^2) */
-static u64 jain_milli(const u64 *x, unsigned int n)
-{
-	u64 sum = 0, sq = 0;
-	unsigned int i;
-
-	for (i = 0; i < n; i++) {
-		sum += x[i];
-		sq += x[i] * x[i];
-	}
-	if (!sq)
-		return 0;
-	/* Scale down big sums so that sum^2 * 1000 fits in 64 bits. */
-	while (sum > (1ULL << 26)) {
-		sum >>= 1;
-		sq >>= 2;
-	}
-	return div64_u64(sum * sum * 1000 + n * sq / 2, n * sq ?: 1);
-}
-
 static int cmp_u64(const void *a, const void *b)
 {
 	u64 x = *(const u64 *)a, y = *(const u64 *)b;
@@ -222,6 +211,7 @@ enum fp_variant {
 	FP_MEMPOOL,
 	FP_OBJPOOL,
 	FP_OBJPOOL_ZERO,
+	FP_MBUFMUX_NO_ZERO,
 	FP_NR,
 };
 
@@ -232,6 +222,7 @@ static const char * const fp_names[FP_NR] = {
 	[FP_MEMPOOL]		= "mempool",
 	[FP_OBJPOOL]		= "objpool",
 	[FP_OBJPOOL_ZERO]	= "objpool_zero",
+	[FP_MBUFMUX_NO_ZERO]	= "mbufmux_no_zero",
 };
 
 /* The allocators of one buffer size. Caches are made as mbufmux makes its. */
@@ -245,6 +236,8 @@ struct fp_env {
 #endif
 	bool objpool_ok;
 	struct mbufmux_pool *pool;
+	/* As mbufmux_tcp makes its own: recycles, zeroes nothing. */
+	struct mbufmux_pool *pool_no_zero;
 };
 
 struct fp_thread {
@@ -306,6 +299,12 @@ static int fp_op(struct fp_thread *t)
 		if (unlikely(!p))
 			return -ENOMEM;
 		mbufmux_buf_free(env->pool, p);
+		break;
+	case FP_MBUFMUX_NO_ZERO:
+		p = mbufmux_buf_alloc(env->pool_no_zero, MBUFMUX_MARGIN_RESERVE);
+		if (unlikely(!p))
+			return -ENOMEM;
+		mbufmux_buf_free(env->pool_no_zero, p);
 		break;
 	case FP_MBUFMUX_GET:
 		p = mbufmux_get(&t->w, MBUFMUX_MARGIN_RESERVE);
@@ -449,11 +448,20 @@ static int fp_env_init(struct fp_env *env, unsigned int bsize,
 		env->pool = NULL;
 		return err;
 	}
+	snprintf(name, sizeof(name), "bench_fp_nz_%u", id);
+	params.flags = MBUFMUX_POOL_NO_ZERO;
+	env->pool_no_zero = mbufmux_pool_create(&params);
+	if (IS_ERR(env->pool_no_zero)) {
+		err = PTR_ERR(env->pool_no_zero);
+		env->pool_no_zero = NULL;
+		return err;
+	}
 	return 0;
 }
 
 static void fp_env_exit(struct fp_env *env)
 {
+	mbufmux_pool_destroy(env->pool_no_zero);
 	mbufmux_pool_destroy(env->pool);
 #ifdef BENCH_HAVE_OBJPOOL
 	if (env->objpool_ok)
@@ -568,19 +576,94 @@ static void fp_report(unsigned int bsize, const struct fp_result *res,
 
 /* Handoff latency */
 
+/*
+ * Where the contexts' buffers are charged: all in the root cgroup (the
+ * kthreads of the bench, sockets of a host without cgroups), all in one
+ * child cgroup (the sockets of one container or systemd service), or the
+ * holder in the root and the waiter in a child (a handoff that recharges).
+ */
+enum ho_memcg { HO_ROOT, HO_MEMCG, HO_MEMCG_CROSS };
+
+static const char * const ho_memcg_names[] = {
+	[HO_ROOT]		= "root",
+	[HO_MEMCG]		= "child",
+	[HO_MEMCG_CROSS]	= "root_to_child",
+};
+
+/**
+ * struct ho_cfg - one handoff measurement
+ * @name: its JSON member
+ * @key: the top-level figure it gives (the ratio of the p50s)
+ * @small: at small_size, not size
+ * @no_zero: the pool as mbufmux_tcp makes its own (MBUFMUX_POOL_NO_ZERO)
+ * @memcg: enum ho_memcg
+ * @b2b: back to back: the waiter that was just handed the buffer gives it
+ *	back from its callback, to a second waiter, before the pool has
+ *	recovered from the first handoff; that second handoff is timed (and
+ *	the baseline is a work item queued from a work function)
+ */
+struct ho_cfg {
+	const char *name;
+	const char *key;
+	bool small;
+	bool no_zero;
+	enum ho_memcg memcg;
+	bool b2b;
+};
+
+static const struct ho_cfg ho_cfgs[] = {
+	{ "zero", "handoff_ratio_vs_workqueue" },
+	{ "zero_small", "handoff_ratio_vs_workqueue_small", .small = true },
+	{ "zero_back_to_back", "handoff_ratio_vs_workqueue_back_to_back",
+	  .b2b = true },
+	{ "zero_memcg", "handoff_ratio_vs_workqueue_memcg",
+	  .memcg = HO_MEMCG },
+	{ "zero_memcg_back_to_back",
+	  "handoff_ratio_vs_workqueue_memcg_back_to_back",
+	  .memcg = HO_MEMCG, .b2b = true },
+	{ "zero_memcg_cross", "handoff_ratio_vs_workqueue_memcg_cross",
+	  .memcg = HO_MEMCG_CROSS },
+	{ "no_zero", "handoff_ratio_vs_workqueue_no_zero", .no_zero = true },
+	{ "no_zero_back_to_back",
+	  "handoff_ratio_vs_workqueue_no_zero_back_to_back",
+	  .no_zero = true, .b2b = true },
+	{ "no_zero_memcg", "handoff_ratio_vs_workqueue_no_zero_memcg",
+	  .no_zero = true, .memcg = HO_MEMCG },
+	{ "no_zero_memcg_back_to_back",
+	  "handoff_ratio_vs_workqueue_no_zero_memcg_back_to_back",
+	  .no_zero = true, .memcg = HO_MEMCG, .b2b = true },
+	{ "no_zero_memcg_cross", "handoff_ratio_vs_workqueue_no_zero_memcg_cross",
+	  .no_zero = true, .memcg = HO_MEMCG_CROSS },
+};
+
+#define HO_NR	ARRAY_SIZE(ho_cfgs)
+
+/* The child cgroup of the memcg runs: the loading process's, if not root. */
+static struct mem_cgroup *bench_memcg;
+
 struct ho_ctx {
 	struct mbufmux_waiter holder;
 	struct mbufmux_waiter waiter;
+	struct mbufmux_waiter waiter2;	/* back to back: the second */
+	struct workqueue_struct *wq;
 	struct work_struct work;
+	struct work_struct work2;	/* back to back: the second */
 	struct work_struct barrier;
 	struct completion ran;
-	u64 t1;
+	bool b2b;
+	u64 t0, t1;
 };
 
 static void ho_available(struct mbufmux_waiter *w)
 {
 	struct ho_ctx *c = container_of(w, struct ho_ctx, waiter);
 
+	if (c->b2b) {
+		/* On to the second waiter at once: the timed handoff. */
+		c->t0 = get_cycles();
+		mbufmux_put(w);
+		return;
+	}
 	c->t1 = get_cycles();
 	complete(&c->ran);
 }
@@ -589,9 +672,34 @@ static const struct mbufmux_waiter_ops ho_waiter_ops = {
 	.available = ho_available,
 };
 
+static void ho_available2(struct mbufmux_waiter *w)
+{
+	struct ho_ctx *c = container_of(w, struct ho_ctx, waiter2);
+
+	c->t1 = get_cycles();
+	complete(&c->ran);
+}
+
+static const struct mbufmux_waiter_ops ho_waiter2_ops = {
+	.available = ho_available2,
+};
+
 static void ho_work(struct work_struct *work)
 {
 	struct ho_ctx *c = container_of(work, struct ho_ctx, work);
+
+	if (c->b2b) {
+		c->t0 = get_cycles();
+		queue_work(c->wq, &c->work2);
+		return;
+	}
+	c->t1 = get_cycles();
+	complete(&c->ran);
+}
+
+static void ho_work2(struct work_struct *work)
+{
+	struct ho_ctx *c = container_of(work, struct ho_ctx, work2);
 
 	c->t1 = get_cycles();
 	complete(&c->ran);
@@ -602,14 +710,17 @@ static void ho_barrier(struct work_struct *work)
 }
 
 struct ho_result {
+	bool ok;
 	u64 ho[3];	/* p50, p99, max; ns */
 	u64 clean_handoffs;	/* samples that took the clean buffer */
+	u64 recharges;	/* handoffs that recharged (a fresh buffer) */
+	u64 recycled;	/* allocations served from kept buffers */
 	u64 wq[3];
 	int err;
 };
 
 struct ho_args {
-	unsigned int bsize;
+	const struct ho_cfg *cfg;
 	unsigned int id;
 	struct ho_result *res;
 	struct completion done;
@@ -635,14 +746,18 @@ static bool ho_clearing(struct mbufmux_pool *pool)
 static int ho_thread_fn(void *data)
 {
 	struct ho_args *a = data;
+	const struct ho_cfg *cfg = a->cfg;
 	struct mbufmux_pool_params params = {
-		.buf_size = a->bsize,
+		.buf_size = cfg->small ? small_size : size,
 		.limit = 1,
+		.flags = cfg->no_zero ? MBUFMUX_POOL_NO_ZERO : 0,
 	};
+	struct mem_cgroup *memcg = cfg->memcg == HO_ROOT ? NULL : bench_memcg;
 	struct workqueue_struct *wq = NULL;
 	struct mbufmux_pool *pool = NULL;
+	struct mbufmux_waiter *last;
 	struct mbufmux_pool_stats st;
-	u64 *lat_ho, *lat_wq, t0;
+	u64 *lat_ho, *lat_wq;
 	unsigned int i, k, n = 0;
 	struct ho_ctx *c;
 	char name[32];
@@ -663,25 +778,36 @@ static int ho_thread_fn(void *data)
 		pool = NULL;
 		goto out;
 	}
+	c->wq = wq;
+	c->b2b = cfg->b2b;
 	mbufmux_waiter_init(&c->holder, pool, &noop_waiter_ops);
 	mbufmux_waiter_init(&c->waiter, pool, &ho_waiter_ops);
+	mbufmux_waiter_init(&c->waiter2, pool, &ho_waiter2_ops);
+	/* The holder's cgroup is where the buffer it gives back is charged. */
+	c->holder.memcg = cfg->memcg == HO_MEMCG ? memcg : NULL;
+	c->waiter.memcg = memcg;
+	c->waiter2.memcg = memcg;
 	INIT_WORK(&c->work, ho_work);
+	INIT_WORK(&c->work2, ho_work2);
 	INIT_WORK(&c->barrier, ho_barrier);
 	init_completion(&c->ran);
+	last = cfg->b2b ? &c->waiter2 : &c->waiter;
 
 	err = -EIO;
 	/* One more round than samples: the first warms up, unrecorded. */
 	for (i = 0; i <= samples; i++) {
-		/* The holder takes the only buffer; the waiter queues. */
+		/* The holder takes the only buffer; the waiter(s) queue. */
 		if (!mbufmux_get(&c->holder, MBUFMUX_MARGIN_RESERVE) ||
-		    mbufmux_get(&c->waiter, MBUFMUX_MARGIN_RESERVE))
+		    mbufmux_get(&c->waiter, MBUFMUX_MARGIN_RESERVE) ||
+		    (cfg->b2b &&
+		     mbufmux_get(&c->waiter2, MBUFMUX_MARGIN_RESERVE)))
 			goto out_cancel;
 		reinit_completion(&c->ran);
-		t0 = get_cycles();
+		c->t0 = get_cycles();
 		mbufmux_put(&c->holder);
 		wait_for_completion(&c->ran);
-		lat_ho[n] = c->t1 - t0;
-		if (!mbufmux_waiter_buf(&c->waiter))
+		lat_ho[n] = c->t1 - c->t0;
+		if (!mbufmux_waiter_buf(last))
 			goto out_cancel;
 		/*
 		 * The pool clears the buffer a clean handoff replaced from a
@@ -694,26 +820,30 @@ static int ho_thread_fn(void *data)
 			queue_work(wq, &c->barrier);
 			flush_work(&c->barrier);
 		}
-		mbufmux_put(&c->waiter);
+		mbufmux_put(last);
 
 		reinit_completion(&c->ran);
-		t0 = get_cycles();
+		c->t0 = get_cycles();
 		queue_work(wq, &c->work);
 		wait_for_completion(&c->ran);
-		lat_wq[n] = c->t1 - t0;
+		lat_wq[n] = c->t1 - c->t0;
 		if (i)
 			n++;
 		cond_resched();
 	}
 	mbufmux_pool_get_stats(pool, &st);
 	a->res->clean_handoffs = st.clean_handoffs;
+	a->res->recharges = st.recharges;
+	a->res->recycled = st.recycled;
 	ho_summary(lat_ho, n, a->res->ho);
 	ho_summary(lat_wq, n, a->res->wq);
 	err = 0;
 out_cancel:
+	mbufmux_cancel(&c->waiter2);
 	mbufmux_cancel(&c->waiter);
 	mbufmux_cancel(&c->holder);
 	flush_work(&c->work);
+	flush_work(&c->work2);
 	flush_work(&c->barrier);
 out:
 	mbufmux_pool_destroy(pool);
@@ -728,9 +858,10 @@ out:
 }
 
 /* Runs on CPU 0, where mbufmux's bound workqueue then runs the callback. */
-static int ho_bench(unsigned int bsize, unsigned int id, struct ho_result *res)
+static int ho_bench(const struct ho_cfg *cfg, unsigned int id,
+		    struct ho_result *res)
 {
-	struct ho_args a = { .bsize = bsize, .id = id, .res = res };
+	struct ho_args a = { .cfg = cfg, .id = id, .res = res };
 	struct task_struct *task;
 
 	init_completion(&a.done);
@@ -740,29 +871,37 @@ static int ho_bench(unsigned int bsize, unsigned int id, struct ho_result *res)
 	wake_up_process(task);
 	wait_for_completion(&a.done);
 	if (res->err)
-		pr_warn("handoff %u B: failed (%d)\n", bsize, res->err);
+		pr_warn("handoff %s: failed (%d)\n", cfg->name, res->err);
 	return res->err;
 }
 
-static void ho_report(unsigned int bsize, const struct ho_result *r, bool last)
+static void ho_report(const struct ho_cfg *cfg, const struct ho_result *r,
+		      bool last)
 {
 	u64 r50 = ratio_milli(r->ho[0], r->wq[0]);
 	u64 r99 = ratio_milli(r->ho[1], r->wq[1]);
 
 	out(&json_out,
-	    "    \"%u\": {\"samples\": %u, \"clean_handoffs\": %llu, \"handoff\": {\"p50_ns\": %llu, \"p99_ns\": %llu, \"max_ns\": %llu}, \"queue_work\": {\"p50_ns\": %llu, \"p99_ns\": %llu, \"max_ns\": %llu}, \"ratio_p50\": %llu.%03u, \"ratio_p99\": %llu.%03u}%s\n",
-	    bsize, samples, r->clean_handoffs, r->ho[0], r->ho[1], r->ho[2],
+	    "    \"%s\": {\"size\": %u, \"pool\": \"%s\", \"memcg\": \"%s\", \"back_to_back\": %s, \"samples\": %u, \"clean_handoffs\": %llu, \"recharges\": %llu, \"recycled\": %llu, \"handoff\": {\"p50_ns\": %llu, \"p99_ns\": %llu, \"max_ns\": %llu}, \"queue_work\": {\"p50_ns\": %llu, \"p99_ns\": %llu, \"max_ns\": %llu}, \"ratio_p50\": %llu.%03u, \"ratio_p99\": %llu.%03u}%s\n",
+	    cfg->name, cfg->small ? small_size : size,
+	    cfg->no_zero ? "no_zero" : "zero", ho_memcg_names[cfg->memcg],
+	    cfg->b2b ? "true" : "false", samples, r->clean_handoffs,
+	    r->recharges, r->recycled, r->ho[0], r->ho[1], r->ho[2],
 	    r->wq[0], r->wq[1], r->wq[2], fx_int(r50), fx_frac(r50),
 	    fx_int(r99), fx_frac(r99), last ? "" : ",");
 	out(&table_out,
-	    "handoff  %6u B: handoff p50 %llu p99 %llu | queue_work p50 %llu p99 %llu (ns), ratio p50 %llu.%03u p99 %llu.%03u\n",
-	    bsize, r->ho[0], r->ho[1], r->wq[0], r->wq[1],
-	    fx_int(r50), fx_frac(r50), fx_int(r99), fx_frac(r99));
+	    "handoff %-27s %6u B: p50 %llu p99 %llu | queue_work p50 %llu p99 %llu (ns), ratio p50 %llu.%03u p99 %llu.%03u\n",
+	    cfg->name, cfg->small ? small_size : size, r->ho[0], r->ho[1],
+	    r->wq[0], r->wq[1], fx_int(r50), fx_frac(r50), fx_int(r99),
+	    fx_frac(r99));
 }
 
 /* Contention */
 
 struct ct_env;
+
+/* Waits kept per thread for the percentiles (the longest is kept apart). */
+#define CT_WAITS_MAX	16384
 
 struct ct_thread {
 	struct ct_env *env;
@@ -771,6 +910,9 @@ struct ct_thread {
 	struct task_struct *task;
 	u64 count;
 	u64 wait_max_ns;
+	u64 hold_ns;		/* sum: from having the buffer to giving it back */
+	u32 *waits;		/* ns, the first CT_WAITS_MAX */
+	unsigned int nr_waits;
 };
 
 struct ct_env {
@@ -810,7 +952,7 @@ static int ct_thread_fn(void *data)
 {
 	struct ct_thread *t = data;
 	struct ct_env *env = t->env;
-	u64 t0, waited;
+	u64 t0, t1, waited;
 	void *buf;
 
 	wait_for_completion(&env->go);
@@ -818,10 +960,11 @@ static int ct_thread_fn(void *data)
 		t0 = ktime_get_ns();
 		if (env->use_sem) {
 			down(&env->sem);
-			waited = ktime_get_ns() - t0;
+			t1 = ktime_get_ns();
 			buf = kmem_cache_alloc(env->cache, GFP_KERNEL);
 			ct_use(buf, t->count);
 			kmem_cache_free(env->cache, buf);
+			t->hold_ns += ktime_get_ns() - t1;
 			up(&env->sem);
 		} else {
 			reinit_completion(&t->handed);
@@ -830,11 +973,15 @@ static int ct_thread_fn(void *data)
 				wait_for_completion(&t->handed);
 				buf = mbufmux_get(&t->w, MBUFMUX_MARGIN_RESERVE);
 			}
-			waited = ktime_get_ns() - t0;
+			t1 = ktime_get_ns();
 			ct_use(buf, t->count);
+			t->hold_ns += ktime_get_ns() - t1;
 			mbufmux_put(&t->w);
 		}
+		waited = t1 - t0;
 		t->wait_max_ns = max(t->wait_max_ns, waited);
+		if (t->nr_waits < CT_WAITS_MAX)
+			t->waits[t->nr_waits++] = min_t(u64, waited, U32_MAX);
 		t->count++;
 		cond_resched();
 	}
@@ -851,9 +998,20 @@ static int ct_thread_fn(void *data)
 	return 0;
 }
 
+/*
+ * The FIFO bound: with @waiters threads served in order by @bufs buffers,
+ * each held @hold_ns_mean, a request waits for at most the holds of the
+ * others ahead of it: waiters / bufs x the mean hold. The figures are the
+ * longest and the 99th percentile wait over that bound (thousandths).
+ */
 struct ct_result {
 	u64 ops_per_s;
-	u64 jain;	/* thousandths */
+	u64 hold_ns_mean;
+	u64 fifo_bound_ns;
+	u64 wait_p50_ns;
+	u64 wait_p99_ns;
+	u64 max_vs_bound;
+	u64 p99_vs_bound;
 	u64 wait_max_ns;
 	u64 count_min;
 	u64 count_max;
@@ -875,16 +1033,23 @@ static int ct_run(bool use_sem, unsigned int bsize, struct ct_result *res)
 	unsigned int i, n = 0;
 	struct ct_thread *t;
 	struct ct_env *env;
-	u64 *counts = NULL;
-	u64 ns;
+	u64 *all = NULL;
+	u64 ns, hold = 0, ops = 0;
+	unsigned int nr_all = 0, j;
 	int err = -ENOMEM;
 
 	env = kzalloc(sizeof(*env), GFP_KERNEL);
 	t = kcalloc(waiters, sizeof(*t), GFP_KERNEL);
-	counts = kcalloc(waiters, sizeof(*counts), GFP_KERNEL);
+	all = kvmalloc_array(waiters, CT_WAITS_MAX * sizeof(*all), GFP_KERNEL);
 	st = kzalloc(sizeof(*st), GFP_KERNEL);
-	if (!env || !t || !counts || !st)
+	if (!env || !t || !all || !st)
 		goto out;
+	for (i = 0; i < waiters; i++) {
+		t[i].waits = kvmalloc_array(CT_WAITS_MAX, sizeof(u32),
+					    GFP_KERNEL);
+		if (!t[i].waits)
+			goto out;
+	}
 	env->use_sem = use_sem;
 	init_completion(&env->go);
 	init_completion(&env->all_done);
@@ -944,14 +1109,22 @@ static int ct_run(bool use_sem, unsigned int bsize, struct ct_result *res)
 	memset(res, 0, sizeof(*res));
 	res->count_min = U64_MAX;
 	for (i = 0; i < n; i++) {
-		counts[i] = t[i].count;
-		res->ops_per_s += t[i].count;
+		ops += t[i].count;
+		hold += t[i].hold_ns;
 		res->wait_max_ns = max(res->wait_max_ns, t[i].wait_max_ns);
 		res->count_min = min(res->count_min, t[i].count);
 		res->count_max = max(res->count_max, t[i].count);
+		for (j = 0; j < t[i].nr_waits; j++)
+			all[nr_all++] = t[i].waits[j];
 	}
-	res->ops_per_s = div64_u64(res->ops_per_s * NSEC_PER_SEC, ns);
-	res->jain = jain_milli(counts, n);
+	res->ops_per_s = div64_u64(ops * NSEC_PER_SEC, ns);
+	res->hold_ns_mean = div64_u64(hold, ops ?: 1);
+	res->fifo_bound_ns = div_u64(res->hold_ns_mean * waiters, bufs);
+	sort(all, nr_all, sizeof(*all), cmp_u64, NULL);
+	res->wait_p50_ns = percentile(all, nr_all, 500);
+	res->wait_p99_ns = percentile(all, nr_all, 990);
+	res->max_vs_bound = ratio_milli(res->wait_max_ns, res->fifo_bound_ns);
+	res->p99_vs_bound = ratio_milli(res->wait_p99_ns, res->fifo_bound_ns);
 	if (env->pool) {
 		mbufmux_pool_get_stats(env->pool, st);
 		res->pool_wait_ns_max = st->wait_ns_max;
@@ -967,7 +1140,9 @@ out:
 		kmem_cache_destroy(env->cache);
 	}
 	kfree(st);
-	kfree(counts);
+	kvfree(all);
+	for (i = 0; t && i < waiters; i++)
+		kvfree(t[i].waits);
 	kfree(t);
 	kfree(env);
 	if (err)
@@ -979,9 +1154,15 @@ out:
 static void ct_report(const char *name, const struct ct_result *r, bool last)
 {
 	out(&json_out,
-	    "    \"%s\": {\"ops_per_sec\": %llu, \"fairness_jain\": %llu.%03u, \"wait_max_us\": %llu, \"count_min\": %llu, \"count_max\": %llu",
-	    name, r->ops_per_s, fx_int(r->jain), fx_frac(r->jain),
-	    div_u64(r->wait_max_ns, 1000), r->count_min, r->count_max);
+	    "    \"%s\": {\"ops_per_sec\": %llu, \"hold_us_mean\": %llu.%03u, \"fifo_bound_us\": %llu.%03u, \"wait_p50_us\": %llu.%03u, \"wait_p99_us\": %llu.%03u, \"wait_max_us\": %llu.%03u, \"wait_max_vs_fifo_bound\": %llu.%03u, \"wait_p99_vs_fifo_bound\": %llu.%03u, \"count_min\": %llu, \"count_max\": %llu",
+	    name, r->ops_per_s, fx_int(r->hold_ns_mean),
+	    fx_frac(r->hold_ns_mean), fx_int(r->fifo_bound_ns),
+	    fx_frac(r->fifo_bound_ns), fx_int(r->wait_p50_ns),
+	    fx_frac(r->wait_p50_ns), fx_int(r->wait_p99_ns),
+	    fx_frac(r->wait_p99_ns), fx_int(r->wait_max_ns),
+	    fx_frac(r->wait_max_ns), fx_int(r->max_vs_bound),
+	    fx_frac(r->max_vs_bound), fx_int(r->p99_vs_bound),
+	    fx_frac(r->p99_vs_bound), r->count_min, r->count_max);
 	if (r->handoffs || r->waits)
 		out(&json_out,
 		    ", \"pool_wait_max_us\": %llu, \"handoffs\": %llu, \"waits\": %llu, \"waiters_peak\": %llu, \"in_use_peak\": %llu",
@@ -989,9 +1170,12 @@ static void ct_report(const char *name, const struct ct_result *r, bool last)
 		    r->waiters_peak, r->in_use_peak);
 	out(&json_out, "}%s\n", last ? "" : ",");
 	out(&table_out,
-	    "contention %-10s %u waiters / %u bufs: %llu ops/s, jain %llu.%03u, longest wait %llu us, per-waiter ops %llu..%llu\n",
-	    name, waiters, bufs, r->ops_per_s, fx_int(r->jain), fx_frac(r->jain),
-	    div_u64(r->wait_max_ns, 1000), r->count_min, r->count_max);
+	    "contention %-10s %u waiters / %u bufs: %llu ops/s, hold %llu us, FIFO bound %llu us, wait p50 %llu p99 %llu max %llu us, max/bound %llu.%03u, per-waiter ops %llu..%llu\n",
+	    name, waiters, bufs, r->ops_per_s, div_u64(r->hold_ns_mean, 1000),
+	    div_u64(r->fifo_bound_ns, 1000), div_u64(r->wait_p50_ns, 1000),
+	    div_u64(r->wait_p99_ns, 1000), div_u64(r->wait_max_ns, 1000),
+	    fx_int(r->max_vs_bound), fx_frac(r->max_vs_bound), r->count_min,
+	    r->count_max);
 }
 
 /* Module */
@@ -1008,34 +1192,44 @@ static void out_key(const char *name, u64 milli)
 static void bench_run(void)
 {
 	unsigned int sizes[2] = { size, small_size };
-	bool fp_ok[2] = {}, ho_ok[2] = {}, ct_ok = false;
-	struct ho_result ho[2] = {};
+	bool fp_ok[2] = {}, ho_any = false, ct_ok = false;
+	struct ho_result *ho = NULL;
 	struct ct_result ct[2] = {};
 	struct fp_result *fp = NULL;
 	u64 t0 = ktime_get_ns();
-	unsigned int i;
+	unsigned int i, last = 0;
 
 	calibrate_cycles();
-	pr_info("begin: %llu cycles/ms, %u online CPUs\n", cycles_per_ms,
-		num_online_cpus());
+	pr_info("begin: %llu cycles/ms, %u online CPUs, memcg runs: %s\n",
+		cycles_per_ms, num_online_cpus(),
+		bench_memcg ? "in the loader's cgroup" : "skipped");
 
 	if (tests & 1) {
 		fp = kcalloc(2, sizeof(*fp), GFP_KERNEL);
 		for (i = 0; fp && i < 2; i++)
 			fp_ok[i] = !fp_bench(sizes[i], i, &fp[i]);
 	}
-	if (tests & 2)
-		for (i = 0; i < 2; i++)
-			ho_ok[i] = !ho_bench(sizes[i], i, &ho[i]);
+	if (tests & 2) {
+		ho = kcalloc(HO_NR, sizeof(*ho), GFP_KERNEL);
+		for (i = 0; ho && i < HO_NR; i++) {
+			if (ho_cfgs[i].memcg != HO_ROOT && !bench_memcg)
+				continue;
+			ho[i].ok = !ho_bench(&ho_cfgs[i], i, &ho[i]);
+			if (ho[i].ok) {
+				ho_any = true;
+				last = i;
+			}
+		}
+	}
 	if (tests & 4)
 		ct_ok = !ct_run(false, size, &ct[0]) &&
 			!ct_run(true, size, &ct[1]);
 
 	out(&json_out,
-	    "  \"kernel\": {\"cycles_per_us\": %llu, \"online_cpus\": %u, \"size\": %u, \"small_size\": %u, \"fastpath_ms\": %u, \"rounds\": %u, \"samples\": %u, \"waiters\": %u, \"bufs\": %u, \"hold_us\": %u, \"contention_ms\": %u},\n",
+	    "  \"kernel\": {\"cycles_per_us\": %llu, \"online_cpus\": %u, \"size\": %u, \"small_size\": %u, \"fastpath_ms\": %u, \"rounds\": %u, \"samples\": %u, \"waiters\": %u, \"bufs\": %u, \"hold_us\": %u, \"contention_ms\": %u, \"memcg\": %s},\n",
 	    div_u64(cycles_per_ms, 1000), num_online_cpus(), size, small_size,
 	    fastpath_ms, rounds, samples, waiters, bufs, hold_us,
-	    contention_ms);
+	    contention_ms, bench_memcg ? "true" : "false");
 
 	if (fp_ok[0] || fp_ok[1]) {
 		out(&json_out, "  \"fastpath\": {\n");
@@ -1044,11 +1238,11 @@ static void bench_run(void)
 				fp_report(sizes[i], &fp[i], i == 1 || !fp_ok[1]);
 		out(&json_out, "  },\n");
 	}
-	if (ho_ok[0] || ho_ok[1]) {
+	if (ho_any) {
 		out(&json_out, "  \"handoff\": {\n");
-		for (i = 0; i < 2; i++)
-			if (ho_ok[i])
-				ho_report(sizes[i], &ho[i], i == 1 || !ho_ok[1]);
+		for (i = 0; i < HO_NR; i++)
+			if (ho[i].ok)
+				ho_report(&ho_cfgs[i], &ho[i], i == last);
 		out(&json_out, "  },\n");
 	}
 	if (ct_ok) {
@@ -1060,33 +1254,67 @@ static void bench_run(void)
 		out(&json_out, "  },\n");
 	}
 
+	/* The keys: the pool as mbufmux_tcp makes it (recycling, no zeroing) */
 	if (fp_ok[0]) {
 		out_key("fastpath_ratio_vs_kmem_cache",
-			fp[0].ratio[0][FP_MBUFMUX_BUF]);
+			fp[0].ratio[0][FP_MBUFMUX_NO_ZERO]);
 		out_key("fastpath_ratio_vs_kmem_cache_cpus_all",
-			fp[0].ratio[1][FP_MBUFMUX_BUF]);
+			fp[0].ratio[1][FP_MBUFMUX_NO_ZERO]);
+		out_key("fastpath_zeroing_ratio_vs_kmem_cache",
+			fp[0].ratio[0][FP_MBUFMUX_BUF]);
 	}
 	if (fp_ok[1]) {
 		out_key("fastpath_ratio_vs_kmem_cache_small",
-			fp[1].ratio[0][FP_MBUFMUX_BUF]);
+			fp[1].ratio[0][FP_MBUFMUX_NO_ZERO]);
 		out_key("fastpath_ratio_vs_kmem_cache_small_cpus_all",
-			fp[1].ratio[1][FP_MBUFMUX_BUF]);
+			fp[1].ratio[1][FP_MBUFMUX_NO_ZERO]);
+		out_key("fastpath_zeroing_ratio_vs_kmem_cache_small",
+			fp[1].ratio[0][FP_MBUFMUX_BUF]);
 	}
-	if (ho_ok[0])
-		out_key("handoff_ratio_vs_workqueue",
-			ratio_milli(ho[0].ho[0], ho[0].wq[0]));
-	if (ho_ok[1])
-		out_key("handoff_ratio_vs_workqueue_small",
-			ratio_milli(ho[1].ho[0], ho[1].wq[0]));
+	for (i = 0; ho && i < HO_NR; i++)
+		if (ho[i].ok)
+			out_key(ho_cfgs[i].key,
+				ratio_milli(ho[i].ho[0], ho[i].wq[0]));
 	if (ct_ok) {
-		out_key("fairness_jain", ct[0].jain);
+		out_key("fairness_wait_vs_fifo_bound", ct[0].max_vs_bound);
+		out_key("fairness_wait_vs_fifo_bound_semaphore",
+			ct[1].max_vs_bound);
+		out_key("fairness_wait_p99_vs_fifo_bound", ct[0].p99_vs_bound);
 		out_key("contention_ops_ratio_vs_semaphore",
 			ratio_milli(ct[0].ops_per_s, ct[1].ops_per_s));
 	}
 	out(&json_out, "  \"kernel_bench_secs\": %llu,\n",
 	    div_u64(ktime_get_ns() - t0, NSEC_PER_SEC));
+	kfree(ho);
 	kfree(fp);
 	pr_info("end\n");
+}
+
+/*
+ * The memcg runs take the cgroup of the process that loads the module
+ * (bench/vm-bench.sh loads it from a child cgroup of its own); none if it
+ * is the root, or if the kernel has no memory controller.
+ */
+static void bench_memcg_get(void)
+{
+#ifdef CONFIG_MEMCG
+	struct mem_cgroup *memcg = get_mem_cgroup_from_mm(current->mm);
+
+	if (memcg && !parent_mem_cgroup(memcg)) {
+		/* The root: no reference to drop (see css_put()). */
+		mem_cgroup_put(memcg);
+		memcg = NULL;
+	}
+	bench_memcg = memcg;
+#endif
+}
+
+static void bench_memcg_put(void)
+{
+#ifdef CONFIG_MEMCG
+	mem_cgroup_put(bench_memcg);
+	bench_memcg = NULL;
+#endif
 }
 
 static int __init bench_mbufmux_init(void)
@@ -1103,7 +1331,9 @@ static int __init bench_mbufmux_init(void)
 	}
 
 	/* Never fails from here: busybox insmod retries failed loads. */
+	bench_memcg_get();
 	bench_run();
+	bench_memcg_put();
 
 	json_blob.data = json_out.buf;
 	json_blob.size = json_out.len;
