@@ -3,8 +3,8 @@
 #
 # `make bench`, once the modules and bench/ulp_bench are built: boot the
 # test VM on the benchmarks (bench/vm-bench.sh), print their table and the
-# key figures against the targets of issues 5 and 10, and write build/bench.json
-# (schema: bench/README.md).
+# key figures, each with its baseline and its target (issues 5, 10 and 13)
+# and whether it is met, and write build/bench.json (schema: bench/README.md).
 #
 # The VM gets its own tree and build directory (build/bench/), so that a
 # benchmark run and a `make check` in the same checkout do not share an
@@ -14,9 +14,10 @@
 # (build/bench/scripts/): bash reads a script as it goes, and a run lasts
 # minutes, long enough for an edit of scripts/vm.sh to break it.
 #
-# Env: BENCH_CONNS, BENCH_CONN_BYTES, BENCH_CONN_MSGS, BENCH_LIMIT,
-#      BENCH_STREAM_SECS, BENCH_STREAM_REPS, BENCH_KERN_ARGS,
-#      BENCH_MEM_SENDERS, BENCH_MEM_CAP (see
+# Env: BENCH_PARTS, BENCH_CONNS, BENCH_CONN_BYTES, BENCH_CONN_MSGS,
+#      BENCH_LIMIT, BENCH_SCALE_RESERVE, BENCH_SCALE_PRIV, BENCH_SCALE_REPS,
+#      BENCH_STREAM_SECS, BENCH_STREAM_REPS, BENCH_RR_PINGS, BENCH_RR_REPS,
+#      BENCH_KERN_ARGS, BENCH_MEM_SENDERS, BENCH_MEM_CAP (see
 #      bench/vm-bench.sh; e.g. BENCH_KERN_ARGS="rounds=9 fastpath_ms=500"),
 #      BENCH_CLOCK (wall or instructions, below), MBUFMUX_VM_TIMEOUT
 #      (default 1200 s, 3600 s counted), and
@@ -82,9 +83,10 @@ esac
 script=$out/vm-bench.sh
 {
 	echo '#!/bin/sh'
-	for v in BENCH_CONNS BENCH_CONN_BYTES BENCH_CONN_MSGS BENCH_LIMIT \
-		BENCH_STREAM_SECS BENCH_STREAM_REPS BENCH_KERN_ARGS \
-		BENCH_MEM_SENDERS BENCH_MEM_CAP; do
+	for v in BENCH_PARTS BENCH_CONNS BENCH_CONN_BYTES BENCH_CONN_MSGS \
+		BENCH_LIMIT BENCH_SCALE_RESERVE BENCH_SCALE_PRIV BENCH_SCALE_REPS \
+		BENCH_STREAM_SECS BENCH_STREAM_REPS BENCH_RR_PINGS \
+		BENCH_RR_REPS BENCH_KERN_ARGS BENCH_MEM_SENDERS BENCH_MEM_CAP; do
 		if [ -n "${!v+set}" ]; then
 			printf "%s='%s'\n" "$v" "${!v}"
 		fi
@@ -120,12 +122,57 @@ if [ -z "$members" ]; then
 	exit 2
 fi
 
+# The key figures: NAME|TARGET|BASELINE. TARGET is "<= X", ">= X",
+# "in LO HI" or "-" (reported, no target); BASELINE what the figure is
+# measured against, in the same run (bench/README.md says why each).
+keys="fastpath_ratio_vs_kmem_cache|<= 0.3|kmem_cache with zeroing, 16 KiB; the pool as mbufmux_tcp makes it (recycled, not zeroed)
+fastpath_ratio_vs_kmem_cache_small|<= 1.0|kmem_cache with zeroing, 256 B; the same pool
+fastpath_zeroing_ratio_vs_kmem_cache|-|kmem_cache with zeroing, 16 KiB; a zeroing pool
+handoff_ratio_vs_workqueue|<= 1.2|queue_work() to its work function; zeroing pool, root cgroup, pool recovered
+handoff_ratio_vs_workqueue_back_to_back|<= 1.2|a work item queued from a work function; zeroing pool, back to back
+handoff_ratio_vs_workqueue_memcg|<= 1.2|queue_work(); zeroing pool, holder and waiter in one child cgroup
+handoff_ratio_vs_workqueue_memcg_cross|-|queue_work(); zeroing pool, holder in the root, waiter in a child (recharge)
+handoff_ratio_vs_workqueue_no_zero|-|queue_work(); the pool of mbufmux_tcp (no zeroing), root cgroup
+handoff_ratio_vs_workqueue_no_zero_back_to_back|<= 1.2|a work item queued from a work function; the pool of mbufmux_tcp, back to back
+handoff_ratio_vs_workqueue_no_zero_memcg|<= 1.2|queue_work(); the pool of mbufmux_tcp, one child cgroup
+handoff_ratio_vs_workqueue_no_zero_memcg_back_to_back|<= 1.2|the same, back to back
+handoff_ratio_vs_workqueue_no_zero_memcg_cross|-|queue_work(); the pool of mbufmux_tcp, root to child (recharge)
+contention_ops_ratio_vs_semaphore|>= 0.95|a counting semaphore over a kmem_cache, same threads and holds
+fairness_wait_vs_fifo_bound|<= 1.5|the FIFO bound: waiters / buffers x mean hold (the semaphore: next line)
+fairness_wait_vs_fifo_bound_semaphore|-|the FIFO bound, for the semaphore
+scale_wait_vs_fifo_bound|<= 1.5|the FIFO bound: parked at once / limit x mean hold; the worst N
+scale_handoff_flatness|in 0.8 1.2|the time per handoff at N = 1,000; the N furthest from it
+scale_reserve_handoff_flatness|in 0.8 1.2|the same, with reserve 8 and 1% privileged sockets
+scale_ratio_vs_tcp|-|plain TCP, the same connections and writes, the largest N
+scale_reserve_ratio_vs_tcp|-|plain TCP, the largest N
+ulp_large_ratio|>= 0.95|plain TCP, the same 64 KiB send()s, paired; the lower of 1 and 16 flows
+ulp_small_ratio|>= 1.3|plain TCP with the same MSG_MORE batching, 64 B, paired; the lower flow count
+ulp_small_plain_ratio|>= 0.95|plain TCP, the same plain 64 B send()s, paired; the lower flow count
+cpu_per_gb_ratio|-|plain TCP: CPU time (softirq included) per GB of 64 KiB send()s; the higher flow count
+rr_free_p50_ratio|-|plain TCP ping-pong, 64 B, p50; the pool free
+rr_free_p99_ratio|-|the same, p99
+rr_full_p50_ratio|-|plain TCP ping-pong beside the same background writers, p50; the pool full
+rr_full_p99_ratio|-|the same, p99
+ctx_bytes|<= 256|(bytes) the slab object of an attached socket's context
+send_memory_ratio|<= 0.05|plain TCP, 64 senders to stalled peers, unsent bytes
+send_memory_ratio_1024|-|the same, 1,024 senders
+send_memory_ulp_vs_bound|<= 1.0|limit x buf_size, the bound the send path promises
+send_memory_ulp_flat|-|the ULP's own unsent bytes at 64 senders
+send_memory_tcp_growth|-|plain TCP's own unsent bytes at 64 senders"
+
 accel=$(sed -n 's/.*accel=\([^ ]*\).*/\1/p' "$out/vm.stderr" | head -n 1)
 cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
 commit=$(git -C "$repo" describe --always --dirty 2>/dev/null || echo unknown)
+# The context's layout, from the module's debug information, if pahole is here.
+ctx_sizeof=null
+if command -v pahole >/dev/null; then
+	ctx_sizeof=$(pahole -C mbufmux_sock "$repo/mbufmux_tcp.ko" 2>/dev/null |
+		sed -n 's/.*\/\* size: \([0-9]*\),.*/\1/p' | head -n 1)
+	[ -n "$ctx_sizeof" ] || ctx_sizeof=null
+fi
 {
 	echo '{'
-	echo '  "schema": 1,'
+	echo '  "schema": 2,'
 	printf '  "date": "%s", "commit": "%s",\n' "$started" "$commit"
 	printf '  "machine": {"host_cpu": "%s", "host_cpus": %s, "host_mem_kb": %s, "host_load_before": "%s", "host_load_after": "%s", "qemu": "%s", "accel": "%s", "clock": "%s"},\n' \
 		"$cpu" "$(nproc)" \
@@ -133,7 +180,18 @@ commit=$(git -C "$repo" describe --always --dirty 2>/dev/null || echo unknown)
 		"$load_before" "$load_after" \
 		"$(qemu-system-x86_64 --version | sed -n '1s/.*version \([^ ]*\).*/\1/p')" \
 		"$accel" "$clock"
-	echo '  "targets": {"fastpath_ratio_vs_kmem_cache": "<= 1.2", "handoff_ratio_vs_workqueue": "<= 1.2", "ulp_large_ratio": ">= 0.95", "ulp_small_ratio": ">= 1.5", "ulp_small_plain_ratio": ">= 0.9", "fairness_jain": ">= 0.95", "scale_fairness_jain": ">= 0.95", "send_memory_ratio": "<= 0.05", "send_memory_ulp_vs_bound": "<= 1.0"},'
+	printf '%s\n' "$keys" | awk -F'|' '
+		{ n[NR] = $1; t[NR] = $2; b[NR] = $3 }
+		END {
+			printf "  \"targets\": {"
+			for (i = 1; i <= NR; i++)
+				printf "%s\"%s\": \"%s\"", (i > 1 ? ", " : ""), n[i], t[i]
+			printf "},\n  \"baselines\": {"
+			for (i = 1; i <= NR; i++)
+				printf "%s\"%s\": \"%s\"", (i > 1 ? ", " : ""), n[i], b[i]
+			printf "},\n"
+		}'
+	printf '  "ctx_sizeof": %s,\n' "$ctx_sizeof"
 	printf '%s\n' "$members"
 	echo '}'
 } >"$json"
@@ -150,38 +208,37 @@ echo
 echo "=== mbufmux benchmarks ($started, $commit; emulated, clock: $clock; only ratios within this run mean anything)"
 between TABLE
 echo
-echo "=== key figures against the targets of issues 5 and 10"
-key() {	# key NAME OP TARGET, or key NAME info (a figure without a target)
-	v=$(sed -n "s/^  \"$1\": \([0-9.]*\),\{0,1\}$/\1/p" "$json" | head -n 1)
-	if [ "$2" = info ]; then
-		printf '%-40s %8s  (no target)\n' "$1" "${v:--}"
-		return
-	fi
-	if [ -z "$v" ]; then
-		printf '%-40s %8s  target %s %s  MISSING\n' "$1" "-" "$2" "$3"
-		return
-	fi
-	# The min and max of the paired runs' ratios, where there are pairs.
-	sp=$(sed -n "s/^  \"$1_spread\": \[\([0-9., ]*\)\],\{0,1\}$/\1/p" "$json" |
+echo "=== key figures: value, target, met, the pairs' [min-max] (quartiles); vs the baseline"
+missed=0
+while IFS='|' read -r name target base; do
+	v=$(sed -n "s/^  \"$name\": \([0-9.]*\),\{0,1\}$/\1/p" "$json" | head -n 1)
+	sp=$(sed -n "s/^  \"${name}_spread\": \[\([0-9., ]*\)\],\{0,1\}$/\1/p" "$json" |
 		head -n 1)
-	awk -v n="$1" -v v="$v" -v op="$2" -v t="$3" -v sp="$sp" 'BEGIN {
-		ok = (op == "<=") ? (v <= t) : (v >= t)
-		printf "%-40s %8s  target %s %s  %s%s\n", n, v, op, t,
-			ok ? "met" : "MISSED", sp == "" ? "" : "  (pairs " sp ")"
-	}'
-}
-key fastpath_ratio_vs_kmem_cache "<=" 1.2
-key handoff_ratio_vs_workqueue "<=" 1.2
-key ulp_large_ratio ">=" 0.95
-key ulp_small_ratio ">=" 1.5
-key ulp_small_plain_ratio ">=" 0.9
-key fairness_jain ">=" 0.95
-key scale_fairness_jain ">=" 0.95
-key send_memory_ratio "<=" 0.05
-key send_memory_ulp_vs_bound "<=" 1.0
-key send_memory_ratio_1024 info
-key send_memory_ulp_flat info
-key send_memory_tcp_growth info
+	iqr=$(sed -n "s/^  \"${name}_iqr\": \[\([0-9., ]*\)\],\{0,1\}$/\1/p" "$json" |
+		head -n 1)
+	awk -v n="$name" -v v="$v" -v t="$target" -v b="$base" -v sp="$sp" \
+		-v iqr="$iqr" 'BEGIN {
+		split(t, w, " ")
+		verdict = ""
+		if (v == "" && t != "-")
+			verdict = "MISSING"
+		else if (v != "" && w[1] == "<=")
+			verdict = v + 0 <= w[2] + 0 ? "met" : "MISSED"
+		else if (v != "" && w[1] == ">=")
+			verdict = v + 0 >= w[2] + 0 ? "met" : "MISSED"
+		else if (v != "" && w[1] == "in")
+			verdict = v + 0 >= w[2] + 0 && v + 0 <= w[3] + 0 ? "met" : "MISSED"
+		gsub(/, /, "-", sp)
+		gsub(/, /, "-", iqr)
+		printf "%-54s %8s  %-12s %-7s%s%s\n    vs %s\n", n,
+			v == "" ? "-" : v, t == "-" ? "(no target)" : t, verdict,
+			sp == "" ? "" : "  [" sp "]", iqr == "" ? "" : " (" iqr ")", b
+		exit verdict == "MISSED"
+	}' || missed=$((missed + 1))
+done <<EOF
+$keys
+EOF
+echo "targets missed: $missed (bench/README.md: why)"
 echo "host load average before/after: $load_before / $load_after"
 echo "bench: wrote $json (console: $log)"
 
