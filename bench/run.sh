@@ -19,21 +19,24 @@
 #      BENCH_STREAM_SECS, BENCH_STREAM_REPS, BENCH_RR_PINGS, BENCH_RR_REPS,
 #      BENCH_KERN_ARGS, BENCH_MEM_SENDERS, BENCH_MEM_CAP (see
 #      bench/vm-bench.sh; e.g. BENCH_KERN_ARGS="rounds=9 fastpath_ms=500"),
-#      BENCH_CLOCK (wall or instructions, below), MBUFMUX_VM_TIMEOUT
-#      (default 1200 s, 3600 s counted), and
-#      scripts/vm.sh's.
+#      BENCH_CLOCK (instructions or wall, below), MBUFMUX_VM_TIMEOUT
+#      (default 3600 s counted, 1200 s wall-clock), and scripts/vm.sh's.
 #
-# BENCH_CLOCK=instructions times the VM by its instruction count (qemu
-# -icount shift=0,sleep=off, single-threaded TCG: a guest instruction is a
-# nanosecond of the guest's clocks, idle time skipped), so that what other
-# programs do on the host moves no figure: wall-clock runs of one stream
-# under TCG spanned 29-137 MB/s beside other VMs, counted ones repeat
-# within about 1%. Not the default: in the first whole counted run (two
-# of the streams alone were clean), qemu's icount raised a spurious debug
-# exception in the kernel part (a WARNING from exc_debug_kernel() at a
-# cmpxchg16b of the slab's fast path, TF set in kernel mode: an emulation
-# fault, which fails the run's kernel-log check). BENCH_CLOCK=wall (the
-# default) is the host's clock.
+# BENCH_CLOCK=instructions (the default) times the VM by its instruction
+# count (qemu -icount shift=3,sleep=off, single-threaded TCG: a guest
+# instruction is 8 ns of the guest's clocks, idle time skipped), so that
+# what other programs do on the host moves no figure: wall-clock runs of
+# one stream under TCG spanned 13-160 MB/s beside other VMs, and paired
+# ratios 0.23-3.8; counted ones repeat within a few percent, which issue
+# 13 asks of every ratio from one make bench to the next. Shift 3 (125
+# million instructions a counted second, about what one host thread
+# emulates) keeps every timed part the size it had; shift 0 made each do
+# eight times the work. Once, in a counted run at shift 0, qemu's icount
+# raised a spurious debug exception in the kernel part (a WARNING from
+# exc_debug_kernel() at a cmpxchg16b of the slab's fast path, TF set in
+# kernel mode: an emulation fault, which fails the run's kernel-log
+# check); seven boots at shift 3, two of them whole runs, were clean.
+# BENCH_CLOCK=wall is the host's clock (multi-threaded TCG, or KVM).
 #
 # Exit: 0, or 1 if a part failed or a check did not hold (the JSON is
 # written all the same), 2 if the VM run gave no figures.
@@ -58,15 +61,14 @@ cp "$repo/mbufmux.ko" "$repo/mbufmux_tcp.ko" "$bench/bench_mbufmux_kern.ko" \
 	"$tree/"
 cp "$bench/ulp_bench" "$tree/selftests/"
 
-# The clock (see the top). Counted, the VM runs a few times slower than
-# the host's clock (one host thread emulates both CPUs, each instruction
-# counted): a stream run of 1 s of counted time is enough where runs repeat
-# within 1%, and the whole run gets 3600 s.
-clock=${BENCH_CLOCK:-wall}
+# The clock (see the top). Counted, one host thread emulates both CPUs:
+# a stream run of 1 s of counted time is enough where runs repeat within
+# a few percent, and the whole run gets 3600 s (it took 7.5 minutes).
+clock=${BENCH_CLOCK:-instructions}
 case $clock in
 instructions)
-	export MBUFMUX_VM_ACCEL=tcg
-	export MBUFMUX_VM_QEMU_ARGS="-icount shift=0,sleep=off ${MBUFMUX_VM_QEMU_ARGS:-}"
+	export MBUFMUX_VM_ACCEL=tcg,thread=single
+	export MBUFMUX_VM_QEMU_ARGS="-icount shift=3,sleep=off ${MBUFMUX_VM_QEMU_ARGS:-}"
 	: "${BENCH_STREAM_SECS:=1}"
 	vm_timeout=${MBUFMUX_VM_TIMEOUT:-3600}
 	;;
