@@ -10,8 +10,8 @@
  *	ULP (ulp_plain) against plain TCP; send(MSG_MORE) with a send
  *	without it every FLUSH writes, under the ULP (ulp) and on plain TCP
  *	(tcp_more), the same calls. Then the same writes to /dev/null
- *	(null_floor, the system call alone). After an unrecorded warm-up
- *	(16 flows of 64 KiB writes, ULP then TCP), REPS rounds: every pair
+ *	(null_floor, the system call alone). After an unrecorded round
+ *	(a warm-up), REPS rounds: every pair
  *	once per round, its two cells one right after the other, the ULP's
  *	first in even rounds and second in odd ones (so that a drift of the
  *	host's load within a pair cancels over the rounds); each figure is
@@ -429,6 +429,7 @@ static int cmd_stream(int argc, char **argv)
 	int reps = 9, flush = 256, only_size = 0, only_flows = 0;
 	const char *only_mode = NULL;
 	int opt, s, fl, k, r, j, key;
+	bool warm;
 
 	while ((opt = getopt(argc, argv, "s:r:f:w:n:m:D")) != -1) {
 		switch (opt) {
@@ -457,6 +458,7 @@ static int cmd_stream(int argc, char **argv)
 			return 2;
 		}
 	}
+	warm = !only_size && !only_flows && !only_mode;
 	if (reps < 1 || reps > MAX_REPS || flush < 1 || secs <= 0) {
 		fprintf(stderr, "ulp_bench stream: bad -s, -r (1 to %d) or -f\n",
 			MAX_REPS);
@@ -464,26 +466,23 @@ static int cmd_stream(int argc, char **argv)
 	}
 
 	/*
-	 * Warm-up, not recorded: the first cells after the previous part (or
-	 * a cold pool) ran slow for both modes.
+	 * Warm-up, not recorded: a whole round (r = -1). The first cell of
+	 * each kind after the previous part (or a cold pool) ran slow, for
+	 * both modes: up to 4x in the first of 9 rounds.
 	 */
-	if (!only_size && !only_flows && !only_mode) {
-		stream_run(M_ULP, sizes[0], flow_counts[1], 0, secs);
-		stream_run(M_TCP, sizes[0], flow_counts[1], 0, secs);
-	}
-
 	/*
 	 * Interleaved: every pair once per round, its cells one right after
 	 * the other, the ULP's first in even rounds, second in odd ones;
-	 * then, for small writes, /dev/null.
+	 * then, for small writes, /dev/null. (r + 2: the parity of r, for
+	 * the warm-up round, -1, too.)
 	 */
-	for (r = 0; r < reps; r++)
+	for (r = warm ? -1 : 0; r < reps; r++)
 		for (s = 0; s < 2; s++)
 			for (fl = 0; fl < 2; fl++)
 				for (k = 0; k <= 2 * nr_pairs[s]; k++) {
 					enum mode m = stream_cell(pairs_of[s],
 								  nr_pairs[s],
-								  k, r);
+								  k, r + 2);
 					struct stream_sample x;
 
 					if (m == M_NR ||
@@ -493,6 +492,8 @@ static int cmd_stream(int argc, char **argv)
 						continue;
 					x = stream_run(m, sizes[s], flow_counts[fl],
 						       s ? flush : 0, secs);
+					if (r < 0)
+						continue;
 					v[s][fl][m][r] = x.bytes_per_sec;
 					cpu[s][fl][m][r] = x.cpu_secs_per_gb;
 				}
