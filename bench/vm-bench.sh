@@ -38,7 +38,7 @@ set -u
 : "${BENCH_LIMIT:=64}"		# scale: mbufmux_tcp's limit
 : "${BENCH_SCALE_RESERVE:=8}"	# scale: the reserve of the third run
 : "${BENCH_SCALE_PRIV:=10}"	# scale: its privileged sockets, per mille
-: "${BENCH_SCALE_REPS:=3}"	# scale: rounds of the three runs, each N
+: "${BENCH_SCALE_REPS:=1}"	# scale: rounds of the three runs, each N
 : "${BENCH_STREAM_SECS:=1}"	# stream: seconds per run
 : "${BENCH_STREAM_REPS:=9}"	# stream: rounds (pairs per ratio)
 : "${BENCH_RR_PINGS:=400}"	# rr: round trips per run
@@ -121,7 +121,7 @@ fi
 echo "$BENCH_LIMIT" >/sys/module/mbufmux_tcp/parameters/limit ||
 	fail "setting mbufmux_tcp limit=$BENCH_LIMIT"
 if wanted scale; then
-	part scale 1200 ./ulp_bench scale -c "$BENCH_CONNS" \
+	part scale 1800 ./ulp_bench scale -c "$BENCH_CONNS" \
 		-b "$BENCH_CONN_BYTES" -m "$BENCH_CONN_MSGS" \
 		-r "$BENCH_SCALE_RESERVE" -P "$BENCH_SCALE_PRIV" \
 		-R "$BENCH_SCALE_REPS"
