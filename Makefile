@@ -130,7 +130,8 @@ check-debug: deps srctree
 CHECKPATCH	:= $(SRCTREE)/scripts/checkpatch.pl --strict --no-tree --quiet \
 		   --ignore SPDX_LICENSE_TAG,FILE_PATH_CHANGES
 # The test modules are selftests/test_*.c; the rest there is userspace.
-KERNEL_SRC	:= mbufmux.c mbufmux.h mbufmux_tcp.c uapi/mbufmux.h \
+KERNEL_SRC	:= mbufmux.c mbufmux.h mbufmux_compat.h mbufmux_tcp.c \
+		   uapi/mbufmux.h \
 		   $(filter-out %.mod.c, $(wildcard selftests/test_*.c)) \
 		   $(wildcard bench/*_kern.c)
 USER_SRC	:= $(filter-out %.mod.c selftests/test_%.c %_kern.c, \
@@ -149,8 +150,8 @@ style-installed:
 	$(CHECKPATCH) --ignore OPEN_ENDED_LINE,PARENTHESIS_ALIGNMENT -f mbufmux_trace.h
 	$(CHECKPATCH) --ignore PREFER_KERNEL_TYPES,PREFER_DEFINED_ATTRIBUTE_MACRO \
 		-f $(USER_SRC)
-	$(SRCTREE)/scripts/kernel-doc -none -Wall mbufmux.h mbufmux.c \
-		mbufmux_tcp.c uapi/mbufmux.h
+	$(SRCTREE)/scripts/kernel-doc -none -Wall mbufmux.h mbufmux_compat.h \
+		mbufmux.c mbufmux_tcp.c uapi/mbufmux.h
 	$(MAKE) -s -C $(KDIR_VM) M=$(CURDIR) C=2 CHECK="sparse" modules \
 		> build/sparse.log 2>&1 || (cat build/sparse.log; exit 1)
 	$(MAKE) -s -C $(KDIR_VM) M=$(CURDIR) C=2 CHECK="sparse" \

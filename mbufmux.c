@@ -48,26 +48,13 @@
 #include <linux/slab.h>
 #include <linux/spinlock.h>
 #include <linux/string.h>
-#include <linux/version.h>
 #include <linux/workqueue.h>
 
 #include "mbufmux.h"
+#include "mbufmux_compat.h"
 
 #define CREATE_TRACE_POINTS
 #include "mbufmux_trace.h"
-
-#ifndef SLAB_NO_MERGE
-/* Before 6.5; a cache with a usercopy region is never merged there anyway. */
-#define SLAB_NO_MERGE 0
-#endif
-/*
- * 6.7 replaced register_shrinker() of a struct shrinker embedded by its
- * user with shrinker_alloc(), which carries a private pointer: see
- * mbufmux_shrinker_register().
- */
-#if KERNEL_VERSION(6, 7, 0) <= LINUX_VERSION_CODE
-#define MBUFMUX_SHRINKER_ALLOC
-#endif
 
 /* Held in @in_use by the pool's owner until mbufmux_pool_destroy(). */
 #define MBUFMUX_OWNER_BIAS	0x40000000
@@ -167,11 +154,7 @@ struct mbufmux_pool {
 	struct list_head pools_node;	/* on mbufmux_pools */
 
 	/* Gives kept buffers back under memory pressure (with @keep only). */
-#ifdef MBUFMUX_SHRINKER_ALLOC
 	struct shrinker *shrinker;
-#else
-	struct shrinker shrinker;
-#endif
 	atomic_long_t shrunk;
 };
 
@@ -1231,60 +1214,10 @@ static unsigned long mbufmux_shrink(struct mbufmux_pool *pool,
 }
 
 static unsigned long mbufmux_shrink_count(struct shrinker *shrinker,
-					  struct shrink_control *sc);
-static unsigned long mbufmux_shrink_scan(struct shrinker *shrinker,
-					 struct shrink_control *sc);
-
-#ifdef MBUFMUX_SHRINKER_ALLOC
-static struct mbufmux_pool *mbufmux_shrinker_pool(struct shrinker *shrinker)
-{
-	return shrinker->private_data;
-}
-
-static int mbufmux_shrinker_register(struct mbufmux_pool *pool)
-{
-	struct shrinker *shrinker;
-
-	shrinker = shrinker_alloc(0, "mbufmux-%s", pool->name);
-	if (!shrinker)
-		return -ENOMEM;
-	shrinker->count_objects = mbufmux_shrink_count;
-	shrinker->scan_objects = mbufmux_shrink_scan;
-	shrinker->private_data = pool;
-	pool->shrinker = shrinker;
-	shrinker_register(shrinker);
-	return 0;
-}
-
-/* Waits for running scans; none starts afterwards. */
-static void mbufmux_shrinker_unregister(struct mbufmux_pool *pool)
-{
-	shrinker_free(pool->shrinker);
-}
-#else
-static struct mbufmux_pool *mbufmux_shrinker_pool(struct shrinker *shrinker)
-{
-	return container_of(shrinker, struct mbufmux_pool, shrinker);
-}
-
-static int mbufmux_shrinker_register(struct mbufmux_pool *pool)
-{
-	pool->shrinker.count_objects = mbufmux_shrink_count;
-	pool->shrinker.scan_objects = mbufmux_shrink_scan;
-	pool->shrinker.seeks = DEFAULT_SEEKS;
-	return register_shrinker(&pool->shrinker, "mbufmux-%s", pool->name);
-}
-
-static void mbufmux_shrinker_unregister(struct mbufmux_pool *pool)
-{
-	unregister_shrinker(&pool->shrinker);
-}
-#endif
-
-static unsigned long mbufmux_shrink_count(struct shrinker *shrinker,
 					  struct shrink_control *sc)
 {
-	int kept = atomic_read(&mbufmux_shrinker_pool(shrinker)->nr_kept);
+	struct mbufmux_pool *pool = mbufmux_shrinker_private(shrinker);
+	int kept = atomic_read(&pool->nr_kept);
 
 	return kept > 0 ? kept : SHRINK_EMPTY;
 }
@@ -1292,10 +1225,20 @@ static unsigned long mbufmux_shrink_count(struct shrinker *shrinker,
 static unsigned long mbufmux_shrink_scan(struct shrinker *shrinker,
 					 struct shrink_control *sc)
 {
-	unsigned long freed = mbufmux_shrink(mbufmux_shrinker_pool(shrinker),
+	unsigned long freed = mbufmux_shrink(mbufmux_shrinker_private(shrinker),
 					     sc->nr_to_scan);
 
 	return freed ?: SHRINK_STOP;
+}
+
+static int mbufmux_shrinker_register(struct mbufmux_pool *pool)
+{
+	char name[MBUFMUX_NAME_MAX + 8];
+
+	snprintf(name, sizeof(name), "mbufmux-%s", pool->name);
+	pool->shrinker = mbufmux_shrinker_create(name, mbufmux_shrink_count,
+						 mbufmux_shrink_scan, pool);
+	return pool->shrinker ? 0 : -ENOMEM;
 }
 
 #ifdef MBUFMUX_TEST_HOOKS
@@ -1435,7 +1378,7 @@ static void mbufmux_pool_free(struct mbufmux_pool *pool)
 	cancel_work_sync(&pool->clean_work);
 	if (pool->keep) {
 		/* No scan runs after this, and nobody keeps buffers any more. */
-		mbufmux_shrinker_unregister(pool);
+		mbufmux_shrinker_destroy(pool->shrinker);
 		mbufmux_drain(pool, ULONG_MAX);
 		WARN_ON_ONCE(atomic_read(&pool->nr_kept));
 		free_percpu(pool->keep);

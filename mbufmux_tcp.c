@@ -60,7 +60,6 @@
 #include <linux/slab.h>
 #include <linux/spinlock.h>
 #include <linux/uio.h>
-#include <linux/version.h>
 #include <linux/workqueue.h>
 #include <net/inet_common.h>
 #include <net/inet_connection_sock.h>
@@ -69,32 +68,8 @@
 #include <asm/ioctls.h>
 
 #include "mbufmux.h"
+#include "mbufmux_compat.h"
 #include "uapi/mbufmux.h"
-
-/*
- * 6.1 compatibility. MSG_SPLICE_PAGES (6.5) replaced ->sendpage, which
- * sendfile() and splice() used before; disable_work_sync() arrived in
- * 6.10. Keyed on the version, not on the flag: Debian's 6.1 defines
- * MSG_SPLICE_PAGES (backported) but still sends pages with ->sendpage.
- */
-#if KERNEL_VERSION(6, 5, 0) <= LINUX_VERSION_CODE
-#define MSG_SPLICE_PAGES_COMPAT		MSG_SPLICE_PAGES
-#else
-#define MSG_SPLICE_PAGES_COMPAT		0
-#define MBUFMUX_HAVE_SENDPAGE
-#endif
-#if KERNEL_VERSION(6, 10, 0) <= LINUX_VERSION_CODE
-#define MBUFMUX_HAVE_DISABLE_WORK
-#endif
-/* 6.5 handed protocols' ioctl() a kernel int rather than the user's pointer. */
-#if KERNEL_VERSION(6, 5, 0) <= LINUX_VERSION_CODE
-#define MBUFMUX_IOCTL_KARG
-#endif
-#ifdef MSG_SENDPAGE_NOTLAST
-#define MSG_SENDPAGE_NOTLAST_COMPAT	MSG_SENDPAGE_NOTLAST
-#else
-#define MSG_SENDPAGE_NOTLAST_COMPAT	0
-#endif
 
 /* Module parameters */
 
@@ -1329,7 +1304,7 @@ static int mbufmux_outq(struct sock *sk, int cmd, int *answ)
 	return 0;
 }
 
-#ifdef MBUFMUX_IOCTL_KARG
+#ifdef MBUFMUX_HAVE_IOCTL_KARG
 static int mbufmux_ioctl(struct sock *sk, int cmd, int *karg)
 {
 	struct mbufmux_sock *ctx = mbufmux_sk_ctx(sk);
@@ -1391,11 +1366,7 @@ static void mbufmux_close(struct sock *sk, long timeout)
 	 * also keeps a late queue_work() from reviving it. Neither may run
 	 * under the socket lock: the tx work takes it.
 	 */
-#ifdef MBUFMUX_HAVE_DISABLE_WORK
-	if (disable_work_sync(&ctx->tx_work))
-#else
-	if (cancel_work_sync(&ctx->tx_work))
-#endif
+	if (mbufmux_disable_work_sync(&ctx->tx_work))
 		sock_put(sk);
 	if (keep) {
 		/* No callback may run once the socket is gone. */
@@ -1535,6 +1506,16 @@ static int mbufmux_sendpage(struct sock *sk, struct page *page, int offset,
 	iov_iter_bvec(&msg.msg_iter, ITER_SOURCE, &bvec, 1, size);
 	return mbufmux_sendmsg(sk, &msg, size);
 }
+
+static void mbufmux_build_sendpage(struct proto *prot)
+{
+	prot->sendpage = mbufmux_sendpage;
+}
+#else
+/* sendfile() and splice() come through ->sendmsg (MSG_SPLICE_PAGES). */
+static void mbufmux_build_sendpage(struct proto *prot)
+{
+}
 #endif
 
 static void mbufmux_build_proto(struct proto *prot, const struct proto *base,
@@ -1551,9 +1532,7 @@ static void mbufmux_build_proto(struct proto *prot, const struct proto *base,
 	prot->setsockopt = mbufmux_setsockopt;
 	prot->stream_memory_free = mbufmux_stream_memory_free;
 	prot->ioctl = mbufmux_ioctl;
-#ifdef MBUFMUX_HAVE_SENDPAGE
-	prot->sendpage = mbufmux_sendpage;
-#endif
+	mbufmux_build_sendpage(prot);
 	/* sockmap would route sends around the staged bytes: refuse it. */
 	prot->psock_update_sk_prot = NULL;
 

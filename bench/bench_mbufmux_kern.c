@@ -52,19 +52,14 @@
 #include <linux/sort.h>
 #include <linux/string.h>
 #include <linux/timex.h>
-#include <linux/version.h>
 #include <linux/vmalloc.h>
 #include <linux/workqueue.h>
 
 #include "mbufmux.h"
+#include "mbufmux_compat.h"
 
-/* objpool arrived in 6.7: older kernels measure the rest. */
-#if KERNEL_VERSION(6, 7, 0) <= LINUX_VERSION_CODE
-#define BENCH_HAVE_OBJPOOL
+#ifdef MBUFMUX_HAVE_OBJPOOL
 #include <linux/objpool.h>
-#endif
-#ifndef SLAB_NO_MERGE
-#define SLAB_NO_MERGE 0
 #endif
 
 static unsigned int size = 16384;
@@ -231,7 +226,7 @@ struct fp_env {
 	struct kmem_cache *cache;
 	struct kmem_cache *mempool_cache;
 	mempool_t *mempool;
-#ifdef BENCH_HAVE_OBJPOOL
+#ifdef MBUFMUX_HAVE_OBJPOOL
 	struct objpool_head objpool;
 #endif
 	bool objpool_ok;
@@ -239,6 +234,54 @@ struct fp_env {
 	/* As mbufmux_tcp makes its own: recycles, zeroes nothing. */
 	struct mbufmux_pool *pool_no_zero;
 };
+
+#ifdef MBUFMUX_HAVE_OBJPOOL
+/* A few objects per CPU: only one is out at a time per thread. */
+static bool fp_objpool_init(struct fp_env *env)
+{
+	int err = objpool_init(&env->objpool, 4 * num_possible_cpus(),
+			       env->size, GFP_KERNEL, NULL, NULL, NULL);
+
+	if (err)
+		pr_warn("objpool_init(%u bytes): %d, objpool not measured\n",
+			env->size, err);
+	return !err;
+}
+
+static void fp_objpool_fini(struct fp_env *env)
+{
+	objpool_fini(&env->objpool);
+}
+
+static void *fp_objpool_pop(struct fp_env *env)
+{
+	return objpool_pop(&env->objpool);
+}
+
+static void fp_objpool_push(struct fp_env *env, void *p)
+{
+	objpool_push(p, &env->objpool);
+}
+#else
+/* objpool arrived in 6.7: older kernels measure the rest. */
+static bool fp_objpool_init(struct fp_env *env)
+{
+	return false;
+}
+
+static void fp_objpool_fini(struct fp_env *env)
+{
+}
+
+static void *fp_objpool_pop(struct fp_env *env)
+{
+	return NULL;
+}
+
+static void fp_objpool_push(struct fp_env *env, void *p)
+{
+}
+#endif
 
 struct fp_thread {
 	struct fp_env *env;
@@ -279,21 +322,19 @@ static int fp_op(struct fp_thread *t)
 			return -ENOMEM;
 		mempool_free(p, env->mempool);
 		break;
-#ifdef BENCH_HAVE_OBJPOOL
 	case FP_OBJPOOL:
-		p = objpool_pop(&env->objpool);
+		p = fp_objpool_pop(env);
 		if (unlikely(!p))
 			return -ENOMEM;
-		objpool_push(p, &env->objpool);
+		fp_objpool_push(env, p);
 		break;
 	case FP_OBJPOOL_ZERO:
-		p = objpool_pop(&env->objpool);
+		p = fp_objpool_pop(env);
 		if (unlikely(!p))
 			return -ENOMEM;
 		memset(p, 0, env->size);
-		objpool_push(p, &env->objpool);
+		fp_objpool_push(env, p);
 		break;
-#endif
 	case FP_MBUFMUX_BUF:
 		p = mbufmux_buf_alloc(env->pool, MBUFMUX_MARGIN_RESERVE);
 		if (unlikely(!p))
@@ -430,15 +471,7 @@ static int fp_env_init(struct fp_env *env, unsigned int bsize,
 	if (!env->mempool)
 		return -ENOMEM;
 
-#ifdef BENCH_HAVE_OBJPOOL
-	/* A few objects per CPU: only one is out at a time per thread. */
-	err = objpool_init(&env->objpool, 4 * num_possible_cpus(), bsize,
-			   GFP_KERNEL, NULL, NULL, NULL);
-	if (err)
-		pr_warn("objpool_init(%u bytes): %d, objpool not measured\n",
-			bsize, err);
-	env->objpool_ok = !err;
-#endif
+	env->objpool_ok = fp_objpool_init(env);
 
 	snprintf(name, sizeof(name), "bench_fp_%u", id);
 	params.name = name;
@@ -463,10 +496,8 @@ static void fp_env_exit(struct fp_env *env)
 {
 	mbufmux_pool_destroy(env->pool_no_zero);
 	mbufmux_pool_destroy(env->pool);
-#ifdef BENCH_HAVE_OBJPOOL
 	if (env->objpool_ok)
-		objpool_fini(&env->objpool);
-#endif
+		fp_objpool_fini(env);
 	mempool_destroy(env->mempool);
 	kmem_cache_destroy(env->mempool_cache);
 	kmem_cache_destroy(env->cache);
