@@ -68,14 +68,6 @@
 /* Kept buffers per CPU (MBUFMUX_POOL_NO_ZERO): a cache line of pointers. */
 #define MBUFMUX_KEEP_SLOTS	8
 
-struct mbufmux_pcpu_stats {
-	unsigned long allocs;
-	unsigned long alloc_fail;
-	unsigned long alloc_nomem;
-	unsigned long frees;
-	unsigned long recycled;
-};
-
 /*
  * A CPU's kept buffers. The shrinker, a lowered limit and the pool's
  * release take buffers from every CPU's slots, so the slots are only ever
@@ -106,7 +98,8 @@ struct mbufmux_pool {
 	unsigned int nr_waiters;	/* written under @wait_lock */
 	unsigned int nr_explicit;	/* waiters with an explicit margin */
 	unsigned int flags;		/* MBUFMUX_POOL_* */
-	struct mbufmux_pcpu_stats __percpu *pcpu;
+	/* The counters kept per CPU: @pcpu of struct mbufmux_pool_stats. */
+	struct mbufmux_pool_pcpu_counts __percpu *pcpu;
 	/* Kept buffers: only with MBUFMUX_POOL_NO_ZERO, else NULL. */
 	struct mbufmux_keep __percpu *keep;
 #ifdef MBUFMUX_TEST_HOOKS
@@ -122,14 +115,8 @@ struct mbufmux_pool {
 	/* @wait_lock protects the wait list and everything below it. */
 	spinlock_t wait_lock ____cacheline_aligned_in_smp;
 	struct list_head wait_list;
-	unsigned int waiters_peak;
-	u64 waits;
-	u64 handoffs;
-	u64 cancels;
-	u64 recharges;
-	u64 recharge_fail;
-	u64 wait_ns_max;
-	u64 wait_hist[MBUFMUX_WAIT_HIST_BUCKETS];
+	/* The counters kept here: @locked of struct mbufmux_pool_stats. */
+	struct mbufmux_pool_locked_counts counts;
 
 	/*
 	 * Also under @wait_lock: a zeroed buffer beyond the limit, handed to
@@ -139,7 +126,6 @@ struct mbufmux_pool {
 	 */
 	void *clean;
 	void *dirty;
-	u64 clean_handoffs;
 	struct work_struct clean_work;
 
 	/* @stash_lock protects the preallocated buffers (as mempool's). */
@@ -544,13 +530,13 @@ static void mbufmux_handoff_locked(struct mbufmux_pool *pool,
 	/* Pairs with smp_load_acquire() in mbufmux_get(): @buf is visible */
 	smp_store_release(&w->queued, false);
 
-	pool->handoffs++;
-	pool->wait_ns_max = max(pool->wait_ns_max, waited);
+	pool->counts.handoffs++;
+	pool->counts.wait_ns_max = max(pool->counts.wait_ns_max, waited);
 	us = div_u64(waited, NSEC_PER_USEC);
 	if (us)
 		bucket = min_t(unsigned int, ilog2(us) + 1,
 			       MBUFMUX_WAIT_HIST_BUCKETS - 1);
-	pool->wait_hist[bucket]++;
+	pool->counts.wait_hist[bucket]++;
 	trace_mbufmux_handoff(pool->name, w, buf, waited);
 
 	queue_work(mbufmux_wq, &w->work);
@@ -586,10 +572,10 @@ static void *mbufmux_recharge_locked(struct mbufmux_pool *pool,
 		set_active_memcg(old_memcg);
 	}
 	if (unlikely(!buf)) {
-		pool->recharge_fail++;
+		pool->counts.recharge_fail++;
 		return spare;
 	}
-	pool->recharges++;
+	pool->counts.recharges++;
 	mbufmux_mem_release(pool, spare, spare_memcg);
 	return buf;
 }
@@ -755,7 +741,7 @@ static int mbufmux_handoff_clean(struct mbufmux_pool *pool, void *buf)
 		if (!mbufmux_serve_locked(pool, pool->clean, NULL, NULL)) {
 			WRITE_ONCE(pool->clean, NULL);
 			pool->dirty = buf;
-			pool->clean_handoffs++;
+			pool->counts.clean_handoffs++;
 			queue_work(mbufmux_wq, &pool->clean_work);
 			ret = 1;
 		}
@@ -945,8 +931,9 @@ void *mbufmux_get(struct mbufmux_waiter *w, unsigned int margin)
 		return buf;
 	}
 	w->waits++;
-	pool->waits++;
-	pool->waiters_peak = max(pool->waiters_peak, pool->nr_waiters);
+	pool->counts.waits++;
+	pool->counts.waiters_peak = max_t(u64, pool->counts.waiters_peak,
+					  pool->nr_waiters);
 	trace_mbufmux_wait(pool->name, w, pool->nr_waiters);
 	spin_unlock_bh(&pool->wait_lock);
 	mbufmux_count_fail(pool, margin, false);
@@ -1001,7 +988,7 @@ void mbufmux_cancel(struct mbufmux_waiter *w)
 	if (was_queued) {
 		mbufmux_dequeue_locked(pool, w);
 		WRITE_ONCE(w->queued, false);
-		pool->cancels++;
+		pool->counts.cancels++;
 		trace_mbufmux_cancel(pool->name, w, true);
 	}
 	spin_unlock_bh(&pool->wait_lock);
@@ -1127,38 +1114,31 @@ EXPORT_SYMBOL_GPL(mbufmux_pool_waiting);
 void mbufmux_pool_get_stats(struct mbufmux_pool *pool,
 			    struct mbufmux_pool_stats *st)
 {
+	/* The groups of counters, as arrays of their u64s. */
+	u64 *sum = (u64 *)&st->pcpu;
+	const u64 *pc;
+	unsigned int i;
 	int cpu;
 
 	memset(st, 0, sizeof(*st));
 	for_each_possible_cpu(cpu) {
-		const struct mbufmux_pcpu_stats *pc = per_cpu_ptr(pool->pcpu,
-								  cpu);
-
-		st->allocs += READ_ONCE(pc->allocs);
-		st->alloc_fail += READ_ONCE(pc->alloc_fail);
-		st->alloc_nomem += READ_ONCE(pc->alloc_nomem);
-		st->frees += READ_ONCE(pc->frees);
-		st->recycled += READ_ONCE(pc->recycled);
+		pc = (const u64 *)per_cpu_ptr(pool->pcpu, cpu);
+		for (i = 0; i < sizeof(st->pcpu) / sizeof(u64); i++)
+			sum[i] += READ_ONCE(pc[i]);
 	}
 	st->in_use = mbufmux_used(atomic_read(&pool->in_use));
 	st->peak = atomic_read(&pool->peak);
 	st->limit = READ_ONCE(pool->limit);
 	st->reserve = READ_ONCE(pool->reserve);
+	st->prealloc = pool->stash_min;
+	st->buf_size = pool->buf_size;
 	st->kept = max(atomic_read(&pool->nr_kept), 0);
 	st->shrunk = atomic_long_read(&pool->shrunk);
 
 	spin_lock_bh(&pool->wait_lock);
-	st->waits = pool->waits;
-	st->handoffs = pool->handoffs;
-	st->cancels = pool->cancels;
-	st->recharges = pool->recharges;
-	st->recharge_fail = pool->recharge_fail;
-	st->clean_handoffs = pool->clean_handoffs;
-	st->clean = !!pool->clean;
+	st->locked = pool->counts;
 	st->waiters = pool->nr_waiters;
-	st->waiters_peak = pool->waiters_peak;
-	st->wait_ns_max = pool->wait_ns_max;
-	memcpy(st->wait_hist, pool->wait_hist, sizeof(st->wait_hist));
+	st->clean = !!pool->clean;
 	spin_unlock_bh(&pool->wait_lock);
 }
 EXPORT_SYMBOL_GPL(mbufmux_pool_get_stats);
@@ -1263,39 +1243,73 @@ EXPORT_SYMBOL_GPL(mbufmux_pool_shrink);
 
 /* debugfs */
 
+/*
+ * The stats file: a "name value" line per field of struct
+ * mbufmux_pool_stats, in this order, which tools/mbufmuxtop and the tests
+ * rely on finding as it is (by name): keep it, and add new counters at the
+ * end. The histogram prints a line per bucket, named by its lower bound.
+ */
+struct mbufmux_stat {
+	const char *name;
+	unsigned int off;	/* in struct mbufmux_pool_stats */
+	bool hist;		/* MBUFMUX_WAIT_HIST_BUCKETS u64s from @off */
+};
+
+#define MBUFMUX_STAT(f)							\
+	{ #f, offsetof(struct mbufmux_pool_stats, f), false }
+#define MBUFMUX_STAT_HIST(f)						\
+	{ #f "_us_", offsetof(struct mbufmux_pool_stats, f), true }
+
+static const struct mbufmux_stat mbufmux_stats[] = {
+	MBUFMUX_STAT(in_use),
+	MBUFMUX_STAT(peak),
+	MBUFMUX_STAT(limit),
+	MBUFMUX_STAT(reserve),
+	MBUFMUX_STAT(prealloc),
+	MBUFMUX_STAT(buf_size),
+	MBUFMUX_STAT(allocs),
+	MBUFMUX_STAT(alloc_fail),
+	MBUFMUX_STAT(alloc_nomem),
+	MBUFMUX_STAT(frees),
+	MBUFMUX_STAT(waits),
+	MBUFMUX_STAT(handoffs),
+	MBUFMUX_STAT(cancels),
+	MBUFMUX_STAT(recharges),
+	MBUFMUX_STAT(recharge_fail),
+	MBUFMUX_STAT(waiters),
+	MBUFMUX_STAT(waiters_peak),
+	MBUFMUX_STAT(wait_ns_max),
+	MBUFMUX_STAT_HIST(wait_hist),
+	MBUFMUX_STAT(clean_handoffs),
+	MBUFMUX_STAT(clean),
+	MBUFMUX_STAT(kept),
+	MBUFMUX_STAT(recycled),
+	MBUFMUX_STAT(shrunk),
+};
+
+/* As many lines as struct mbufmux_pool_stats has fields. */
+static_assert(ARRAY_SIZE(mbufmux_stats) - 1 + MBUFMUX_WAIT_HIST_BUCKETS ==
+	      sizeof(struct mbufmux_pool_stats) / sizeof(u64));
+
 static int mbufmux_stats_show(struct seq_file *m, void *v)
 {
-	struct mbufmux_pool *pool = m->private;
+	const struct mbufmux_stat *s;
 	struct mbufmux_pool_stats st;
+	const u64 *val;
 	unsigned int i;
 
-	mbufmux_pool_get_stats(pool, &st);
-	seq_printf(m, "in_use %llu\n", st.in_use);
-	seq_printf(m, "peak %llu\n", st.peak);
-	seq_printf(m, "limit %llu\n", st.limit);
-	seq_printf(m, "reserve %llu\n", st.reserve);
-	seq_printf(m, "prealloc %u\n", pool->stash_min);
-	seq_printf(m, "buf_size %u\n", pool->buf_size);
-	seq_printf(m, "allocs %llu\n", st.allocs);
-	seq_printf(m, "alloc_fail %llu\n", st.alloc_fail);
-	seq_printf(m, "alloc_nomem %llu\n", st.alloc_nomem);
-	seq_printf(m, "frees %llu\n", st.frees);
-	seq_printf(m, "waits %llu\n", st.waits);
-	seq_printf(m, "handoffs %llu\n", st.handoffs);
-	seq_printf(m, "cancels %llu\n", st.cancels);
-	seq_printf(m, "recharges %llu\n", st.recharges);
-	seq_printf(m, "recharge_fail %llu\n", st.recharge_fail);
-	seq_printf(m, "waiters %llu\n", st.waiters);
-	seq_printf(m, "waiters_peak %llu\n", st.waiters_peak);
-	seq_printf(m, "wait_ns_max %llu\n", st.wait_ns_max);
-	for (i = 0; i < MBUFMUX_WAIT_HIST_BUCKETS; i++)
-		seq_printf(m, "wait_hist_us_%lu %llu\n",
-			   i ? 1UL << (i - 1) : 0UL, st.wait_hist[i]);
-	seq_printf(m, "clean_handoffs %llu\n", st.clean_handoffs);
-	seq_printf(m, "clean %llu\n", st.clean);
-	seq_printf(m, "kept %llu\n", st.kept);
-	seq_printf(m, "recycled %llu\n", st.recycled);
-	seq_printf(m, "shrunk %llu\n", st.shrunk);
+	mbufmux_pool_get_stats(m->private, &st);
+	for (s = mbufmux_stats; s < mbufmux_stats + ARRAY_SIZE(mbufmux_stats);
+	     s++) {
+		val = (const u64 *)((const char *)&st + s->off);
+		if (!s->hist) {
+			seq_printf(m, "%s %llu\n", s->name, *val);
+			continue;
+		}
+		for (i = 0; i < MBUFMUX_WAIT_HIST_BUCKETS; i++)
+			seq_printf(m, "%s%lu %llu\n", s->name,
+				   i ? 1UL << (i - 1) : 0UL, val[i]);
+	}
 	return 0;
 }
 DEFINE_SHOW_ATTRIBUTE(mbufmux_stats);
@@ -1461,7 +1475,7 @@ struct mbufmux_pool *mbufmux_pool_create(const struct mbufmux_pool_params *param
 		goto err_unlock;
 
 	err = -ENOMEM;
-	pool->pcpu = alloc_percpu(struct mbufmux_pcpu_stats);
+	pool->pcpu = alloc_percpu(struct mbufmux_pool_pcpu_counts);
 	if (!pool->pcpu)
 		goto err_unlock;
 	if (!mbufmux_zeroes(pool)) {

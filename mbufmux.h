@@ -19,6 +19,7 @@
 #include <linux/limits.h>
 #include <linux/list.h>
 #include <linux/sizes.h>
+#include <linux/stddef.h>
 #include <linux/types.h>
 #include <linux/workqueue.h>
 
@@ -143,11 +144,28 @@ struct mbufmux_waiter {
  * @peak: most buffers out at once
  * @limit: current limit
  * @reserve: current reserve
+ * @prealloc: buffers preallocated at creation, kept for when the slab
+ *	allocator fails (fixed at creation)
+ * @buf_size: size of each buffer in bytes
+ * @waiters: waiters queued now
+ * @clean: zeroed buffers the pool keeps for clean handoffs (see
+ *	@clean_handoffs), beyond the limit: 0 or 1
+ * @kept: buffers that came back and that the pool keeps now for the next
+ *	allocations, not counted in @in_use; at most the limit, and 0 unless
+ *	the pool has %MBUFMUX_POOL_NO_ZERO
+ * @shrunk: kept buffers that the pool's shrinker gave back to the slab
+ *	allocator under memory pressure
+ * @pcpu: the counters the pool keeps per CPU (in a struct
+ *	mbufmux_pool_pcpu_counts of each CPU), summed here
  * @allocs: buffers given out, handoffs included
  * @alloc_fail: allocations refused by the limit and margin
  * @alloc_nomem: allocations that found neither slab memory nor a
  *	preallocated buffer
  * @frees: buffers given back, those handed on included
+ * @recycled: allocations (handoffs of fresh buffers included) served from
+ *	the kept buffers, without the slab allocator; counted in @allocs too
+ * @locked: the counters the pool keeps under its wait-list lock (in its
+ *	struct mbufmux_pool_locked_counts), copied here
  * @waits: requests queued on the wait list
  * @handoffs: buffers handed to a waiter
  * @cancels: waiters cancelled while queued; at rest, every wait ended in
@@ -157,7 +175,6 @@ struct mbufmux_waiter {
  *	freed (only the slot is handed on)
  * @recharge_fail: such handoffs where the fresh allocation failed: the
  *	returning buffer went on, still charged to its first cgroup
- * @waiters: waiters queued now
  * @waiters_peak: most waiters queued at once
  * @wait_ns_max: longest time a waiter was queued before its handoff
  * @wait_hist: log2 histogram of those times; bucket 0 counts waits under
@@ -167,39 +184,43 @@ struct mbufmux_waiter {
  *	be zeroed: the pool's clean buffer went in its place (to the waiter,
  *	or freed for a fresh one if the waiter was recharged), and the
  *	returning one was zeroed afterwards
- * @clean: zeroed buffers the pool keeps for such handoffs, beyond the
- *	limit: 0 or 1
- * @kept: buffers that came back and that the pool keeps now for the next
- *	allocations, not counted in @in_use; at most the limit, and 0 unless
- *	the pool has %MBUFMUX_POOL_NO_ZERO
- * @recycled: allocations (handoffs of fresh buffers included) served from
- *	the kept buffers, without the slab allocator; counted in @allocs too
- * @shrunk: kept buffers that the pool's shrinker gave back to the slab
- *	allocator under memory pressure
+ *
+ * Every field is a u64: the pool's debugfs ``stats`` file prints them all,
+ * in an order of its own (see mbufmux.c). A counter the pool counts per
+ * CPU, or under its wait-list lock, goes in the group of its kind, which
+ * is where the pool counts it too.
  */
 struct mbufmux_pool_stats {
 	u64 in_use;
 	u64 peak;
 	u64 limit;
 	u64 reserve;
-	u64 allocs;
-	u64 alloc_fail;
-	u64 alloc_nomem;
-	u64 frees;
-	u64 waits;
-	u64 handoffs;
-	u64 cancels;
-	u64 recharges;
-	u64 recharge_fail;
+	u64 prealloc;
+	u64 buf_size;
 	u64 waiters;
-	u64 waiters_peak;
-	u64 wait_ns_max;
-	u64 wait_hist[MBUFMUX_WAIT_HIST_BUCKETS];
-	u64 clean_handoffs;
 	u64 clean;
 	u64 kept;
-	u64 recycled;
 	u64 shrunk;
+
+	struct_group_tagged(mbufmux_pool_pcpu_counts, pcpu, /* per CPU */
+		u64 allocs;
+		u64 alloc_fail;
+		u64 alloc_nomem;
+		u64 frees;
+		u64 recycled;
+	);
+
+	struct_group_tagged(mbufmux_pool_locked_counts, locked, /* wait_lock */
+		u64 waits;
+		u64 handoffs;
+		u64 cancels;
+		u64 recharges;
+		u64 recharge_fail;
+		u64 waiters_peak;
+		u64 wait_ns_max;
+		u64 wait_hist[MBUFMUX_WAIT_HIST_BUCKETS];
+		u64 clean_handoffs;
+	);
 };
 
 struct mbufmux_pool *mbufmux_pool_create(const struct mbufmux_pool_params *params);
