@@ -160,6 +160,12 @@ static unsigned int mbufmux_used(int in_use)
 					     : in_use;
 }
 
+/* The one check of a limit and a reserve, at creation and at run time. */
+static bool mbufmux_limits_valid(unsigned int limit, unsigned int reserve)
+{
+	return limit && limit <= MBUFMUX_LIMIT_MAX && reserve < limit;
+}
+
 static unsigned int mbufmux_margin(const struct mbufmux_pool *pool,
 				   unsigned int margin)
 {
@@ -1046,7 +1052,7 @@ EXPORT_SYMBOL_GPL(mbufmux_waiter_flush);
 int mbufmux_pool_set_limits(struct mbufmux_pool *pool, unsigned int limit,
 			    unsigned int reserve)
 {
-	if (!limit || limit > MBUFMUX_LIMIT_MAX || reserve >= limit)
+	if (!mbufmux_limits_valid(limit, reserve))
 		return -EINVAL;
 
 	spin_lock_bh(&pool->wait_lock);
@@ -1068,6 +1074,33 @@ int mbufmux_pool_set_limits(struct mbufmux_pool *pool, unsigned int limit,
 	return 0;
 }
 EXPORT_SYMBOL_GPL(mbufmux_pool_set_limits);
+
+/**
+ * mbufmux_pool_limit() - a pool's current limit
+ * @pool: the pool
+ *
+ * Context: any. A lockless snapshot: mbufmux_pool_set_limits() may change
+ * it right after.
+ * Return: the most buffers @pool lets out at once.
+ */
+unsigned int mbufmux_pool_limit(const struct mbufmux_pool *pool)
+{
+	return READ_ONCE(pool->limit);
+}
+EXPORT_SYMBOL_GPL(mbufmux_pool_limit);
+
+/**
+ * mbufmux_pool_reserve() - a pool's current reserve
+ * @pool: the pool
+ *
+ * Context: any. A lockless snapshot, as mbufmux_pool_limit().
+ * Return: the buffers of @pool that only critical allocations may take.
+ */
+unsigned int mbufmux_pool_reserve(const struct mbufmux_pool *pool)
+{
+	return READ_ONCE(pool->reserve);
+}
+EXPORT_SYMBOL_GPL(mbufmux_pool_reserve);
 
 /**
  * mbufmux_pool_buf_size() - the size of a pool's buffers
@@ -1128,8 +1161,8 @@ void mbufmux_pool_get_stats(struct mbufmux_pool *pool,
 	}
 	st->in_use = mbufmux_used(atomic_read(&pool->in_use));
 	st->peak = atomic_read(&pool->peak);
-	st->limit = READ_ONCE(pool->limit);
-	st->reserve = READ_ONCE(pool->reserve);
+	st->limit = mbufmux_pool_limit(pool);
+	st->reserve = mbufmux_pool_reserve(pool);
 	st->prealloc = pool->stash_min;
 	st->buf_size = pool->buf_size;
 	st->kept = max(atomic_read(&pool->nr_kept), 0);
@@ -1444,8 +1477,7 @@ struct mbufmux_pool *mbufmux_pool_create(const struct mbufmux_pool_params *param
 	    params->flags & ~MBUFMUX_POOL_FLAGS ||
 	    params->buf_size < MBUFMUX_BUF_SIZE_MIN ||
 	    params->buf_size > MBUFMUX_BUF_SIZE_MAX ||
-	    !params->limit || params->limit > MBUFMUX_LIMIT_MAX ||
-	    params->reserve >= params->limit ||
+	    !mbufmux_limits_valid(params->limit, params->reserve) ||
 	    params->prealloc > params->limit)
 		return ERR_PTR(-EINVAL);
 

@@ -227,6 +227,8 @@ struct mbufmux_pool *mbufmux_pool_create(const struct mbufmux_pool_params *param
 void mbufmux_pool_destroy(struct mbufmux_pool *pool);
 int mbufmux_pool_set_limits(struct mbufmux_pool *pool, unsigned int limit,
 			    unsigned int reserve);
+unsigned int mbufmux_pool_limit(const struct mbufmux_pool *pool);
+unsigned int mbufmux_pool_reserve(const struct mbufmux_pool *pool);
 unsigned int mbufmux_pool_buf_size(const struct mbufmux_pool *pool);
 bool mbufmux_pool_waiting(const struct mbufmux_pool *pool);
 struct dentry *mbufmux_pool_debugfs_dir(struct mbufmux_pool *pool);

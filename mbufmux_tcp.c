@@ -86,6 +86,10 @@ static unsigned int buf_size = MBUFMUX_TCP_BUF_SIZE_DEFAULT;
 module_param(buf_size, uint, 0444);
 MODULE_PARM_DESC(buf_size, "size of each socket's buffer, bytes (set at load, 64 to 1048576)");
 
+/*
+ * limit and reserve as given at load, to create the pool with. From then
+ * on the pool keeps them: the parameters read and write the pool's.
+ */
 static unsigned int limit = MBUFMUX_TCP_LIMIT_DEFAULT;
 static unsigned int reserve;
 static struct mbufmux_pool *tcp_pool;
@@ -93,27 +97,10 @@ static struct mbufmux_pool *tcp_pool;
 static void mbufmux_users_grant_all(void);
 
 /*
- * limit and reserve are checked against each other and applied to the
- * pool at once; kernel_param_lock serialises their writers.
+ * Both go to the pool at once, which checks them against each other (and
+ * at load, once both are known: module init); kernel_param_lock
+ * serialises their writers.
  */
-static int mbufmux_tcp_set_limits(unsigned int new_limit,
-				  unsigned int new_reserve)
-{
-	int err;
-
-	if (!new_limit || new_limit > MBUFMUX_LIMIT_MAX ||
-	    new_reserve >= new_limit)
-		return -EINVAL;
-	err = mbufmux_pool_set_limits(tcp_pool, new_limit, new_reserve);
-	if (err)
-		return err;
-	WRITE_ONCE(limit, new_limit);
-	WRITE_ONCE(reserve, new_reserve);
-	/* The automatic per-user cap follows them. */
-	mbufmux_users_grant_all();
-	return 0;
-}
-
 static int mbufmux_tcp_param_set(const char *val, const struct kernel_param *kp)
 {
 	unsigned int v;
@@ -123,24 +110,38 @@ static int mbufmux_tcp_param_set(const char *val, const struct kernel_param *kp)
 	err = kstrtouint(val, 0, &v);
 	if (err)
 		return err;
-	/* At load, the pair is checked once both are known (module init). */
 	if (!tcp_pool) {
 		*(unsigned int *)kp->arg = v;
 		return 0;
 	}
 	if (kp->arg == &limit)
-		err = mbufmux_tcp_set_limits(v, reserve);
+		err = mbufmux_pool_set_limits(tcp_pool, v,
+					      mbufmux_pool_reserve(tcp_pool));
 	else
-		err = mbufmux_tcp_set_limits(limit, v);
-	if (err)
+		err = mbufmux_pool_set_limits(tcp_pool,
+					      mbufmux_pool_limit(tcp_pool), v);
+	if (err) {
 		pr_warn_ratelimited("%s=%u refused: need 0 <= reserve < limit <= %u\n",
 				    kp->name, v, MBUFMUX_LIMIT_MAX);
-	return err;
+		return err;
+	}
+	/* The automatic per-user cap follows them. */
+	mbufmux_users_grant_all();
+	return 0;
+}
+
+static int mbufmux_tcp_param_get(char *buffer, const struct kernel_param *kp)
+{
+	if (!tcp_pool)
+		return param_get_uint(buffer, kp);
+	return scnprintf(buffer, PAGE_SIZE, "%u\n",
+			 kp->arg == &limit ? mbufmux_pool_limit(tcp_pool) :
+					     mbufmux_pool_reserve(tcp_pool));
 }
 
 static const struct kernel_param_ops mbufmux_tcp_param_ops = {
 	.set = mbufmux_tcp_param_set,
-	.get = param_get_uint,
+	.get = mbufmux_tcp_param_get,
 };
 
 module_param_cb(limit, &mbufmux_tcp_param_ops, &limit, 0644);
@@ -303,7 +304,8 @@ static unsigned int mbufmux_user_cap(void)
 
 	if (cap)
 		return cap;
-	return max(1U, (READ_ONCE(limit) - READ_ONCE(reserve)) / 2);
+	return max(1U, (mbufmux_pool_limit(tcp_pool) -
+			mbufmux_pool_reserve(tcp_pool)) / 2);
 }
 
 /* Give the free slots of @user to its parked sockets, oldest first. */
@@ -1652,14 +1654,6 @@ static int __init mbufmux_tcp_module_init(void)
 	};
 	int err;
 
-	if (buf_size < MBUFMUX_BUF_SIZE_MIN || buf_size > MBUFMUX_BUF_SIZE_MAX ||
-	    !limit || limit > MBUFMUX_LIMIT_MAX || reserve >= limit) {
-		pr_err("bad parameters: need %u <= buf_size <= %u, 0 <= reserve < limit <= %u\n",
-		       MBUFMUX_BUF_SIZE_MIN, MBUFMUX_BUF_SIZE_MAX,
-		       MBUFMUX_LIMIT_MAX);
-		return -EINVAL;
-	}
-
 	mbufmux_build_proto(&mbufmux_prots[MBUFMUX_IPV4], &tcp_prot,
 			    &mbufmux_proto_ops[MBUFMUX_IPV4], &inet_stream_ops);
 
@@ -1667,10 +1661,15 @@ static int __init mbufmux_tcp_module_init(void)
 	if (!mbufmux_tcp_wq)
 		return -ENOMEM;
 
+	/* The pool checks the parameters: only they can be out of range. */
 	tcp_pool = mbufmux_pool_create(&params);
 	if (IS_ERR(tcp_pool)) {
 		err = PTR_ERR(tcp_pool);
 		tcp_pool = NULL;
+		if (err == -EINVAL)
+			pr_err("bad parameters: need %u <= buf_size <= %u, 0 <= reserve < limit <= %u\n",
+			       MBUFMUX_BUF_SIZE_MIN, MBUFMUX_BUF_SIZE_MAX,
+			       MBUFMUX_LIMIT_MAX);
 		goto err_wq;
 	}
 	tcp_buf_size = mbufmux_pool_buf_size(tcp_pool);

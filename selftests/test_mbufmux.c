@@ -270,6 +270,14 @@ static void test_limit_margin_reserve(void)
 	CHECK_EQ(st.reserve, 0);
 	CHECK_EQ(st.in_use, 0);
 
+	/* What the pool keeps is what its owner reads back (the ULP does). */
+	CHECK_EQ(mbufmux_pool_set_limits(pool, 5, 4), 0);
+	CHECK_EQ(mbufmux_pool_limit(pool), 5);
+	CHECK_EQ(mbufmux_pool_reserve(pool), 4);
+	CHECK_EQ(mbufmux_pool_set_limits(pool, 4, 4), -EINVAL);
+	CHECK_EQ(mbufmux_pool_limit(pool), 5);
+	CHECK_EQ(mbufmux_pool_reserve(pool), 4);
+
 	/* Names are unique. */
 	dup = mbufmux_pool_create(&same_name);
 	CHECK_EQ(PTR_ERR_OR_ZERO(dup), -EEXIST);
