@@ -14,17 +14,24 @@
  * while nobody waits in per-CPU slots, outside @in_use, for the next
  * allocations of the same memory cgroup: see mbufmux_keep().
  *
- * Accounting. @in_use counts the buffers out, plus MBUFMUX_OWNER_BIAS while
- * the pool's owner has not destroyed it. Taking a buffer is a cmpxchg loop
- * that keeps the limit exact; the slab allocation follows. Nothing on the
- * fast path (nobody waiting, room under the limit) takes a lock.
+ * Accounting. @in_use counts the buffers out. Taking a buffer is a cmpxchg
+ * loop that keeps the limit exact; the slab allocation follows. Nothing on
+ * the fast path (nobody waiting, room under the limit) takes a lock.
  *
  * No lost wake-up. A context that fails to allocate queues itself under
  * @wait_lock, publishes @nr_waiters, issues a full barrier and tries again;
- * a context that frees a buffer decrements @in_use (a value-returning
- * atomic, fully ordered) and then reads @nr_waiters. One of the two sees
- * the other: either the new waiter finds the room, or the freer serves the
- * wait list.
+ * a context that frees a buffer decrements @in_use, issues a full barrier
+ * and then reads @nr_waiters. One of the two sees the other: either the
+ * new waiter finds the room, or the freer serves the wait list.
+ *
+ * Lifetime. The owner destroys its pool once every buffer is back and
+ * every call into it has returned, as for a slab cache; the pool is then
+ * freed at once. A buffer still out is the owner's bug: as
+ * kmem_cache_destroy() does with objects still allocated, the pool reports
+ * it and is leaked, not freed, so that a late free still finds it (see
+ * mbufmux_pool_destroy(); the module's exit frees it if that buffer came
+ * back). Nothing on the fast path pays for that bug: no bias in @in_use,
+ * no RCU read section around the free.
  *
  * Fairness. Once anybody waits, mbufmux_get() callers queue behind them and
  * every freed buffer goes to the head waiter, so a waiter is served in the
@@ -41,7 +48,6 @@
 #include <linux/module.h>
 #include <linux/mutex.h>
 #include <linux/percpu.h>
-#include <linux/rcupdate.h>
 #include <linux/sched/mm.h>
 #include <linux/seq_file.h>
 #include <linux/shrinker.h>
@@ -56,8 +62,6 @@
 #define CREATE_TRACE_POINTS
 #include "mbufmux_trace.h"
 
-/* Held in @in_use by the pool's owner until mbufmux_pool_destroy(). */
-#define MBUFMUX_OWNER_BIAS	0x40000000
 /*
  * Smallest buffer worth a clean buffer (see mbufmux_clean_work()): below a
  * page, clearing costs less than queueing the work that would clear it.
@@ -135,9 +139,10 @@ struct mbufmux_pool {
 	void **stash;
 
 	struct delayed_work retry_work;
-	struct rcu_work release_rwork;
 	struct dentry *debugfs;
 	struct list_head pools_node;	/* on mbufmux_pools */
+	/* Destroyed with buffers out (under mbufmux_pools_lock). */
+	bool leaked;
 
 	/* Gives kept buffers back under memory pressure (with @keep only). */
 	struct shrinker *shrinker;
@@ -147,17 +152,15 @@ struct mbufmux_pool {
 static struct workqueue_struct *mbufmux_wq;
 static struct dentry *mbufmux_debugfs_root;
 
-/* Every pool, dying ones included, for name checks and debugfs "pools". */
+/* Every pool, leaked ones included, for name checks and debugfs "pools". */
 static LIST_HEAD(mbufmux_pools);
 static DEFINE_MUTEX(mbufmux_pools_lock);
 
 static void mbufmux_serve(struct mbufmux_pool *pool);
 
-static unsigned int mbufmux_used(int in_use)
+static unsigned int mbufmux_used(const struct mbufmux_pool *pool)
 {
-	/* Once the owner has destroyed the pool, no bias is left. */
-	return in_use >= MBUFMUX_OWNER_BIAS ? in_use - MBUFMUX_OWNER_BIAS
-					     : in_use;
+	return atomic_read(&pool->in_use);
 }
 
 /* The one check of a limit and a reserve, at creation and at run time. */
@@ -184,10 +187,7 @@ static bool mbufmux_charge(struct mbufmux_pool *pool, unsigned int margin)
 	unsigned int used;
 
 	do {
-		/* No bias: the pool was destroyed, allocating is a bug. */
-		if (unlikely(old < MBUFMUX_OWNER_BIAS))
-			return false;
-		used = old - MBUFMUX_OWNER_BIAS;
+		used = old;
 		if (margin >= limit || used >= limit - margin)
 			return false;
 	} while (!atomic_try_cmpxchg(&pool->in_use, &old, old + 1));
@@ -200,22 +200,13 @@ static bool mbufmux_charge(struct mbufmux_pool *pool, unsigned int margin)
 	return true;
 }
 
-static void mbufmux_pool_release(struct mbufmux_pool *pool)
-{
-	queue_rcu_work(mbufmux_wq, &pool->release_rwork);
-}
-
-/*
- * One buffer fewer out. The caller holds rcu_read_lock(): a pool that was
- * destroyed with buffers out is released here, after a grace period, so
- * the caller may still read it afterwards.
- */
+/* One buffer fewer out: then serve the waiters, if any. */
 static void mbufmux_uncharge(struct mbufmux_pool *pool)
 {
-	/* Full barrier: orders the decrement before the read of nr_waiters. */
-	if (unlikely(!atomic_dec_return(&pool->in_use)))
-		mbufmux_pool_release(pool);
-	else if (unlikely(READ_ONCE(pool->nr_waiters)))
+	atomic_dec(&pool->in_use);
+	/* Orders the decrement before the read of nr_waiters: see above. */
+	smp_mb__after_atomic();
+	if (unlikely(READ_ONCE(pool->nr_waiters)))
 		mbufmux_serve(pool);
 }
 
@@ -294,7 +285,8 @@ static void mbufmux_trim(struct mbufmux_pool *pool)
  * Returns the buffer for the caller to free: the replaced one, or @buf if
  * it could not be kept; NULL if @buf was kept without replacing another.
  * @buf, or its slot, is still counted in @in_use: the pool cannot have
- * been freed, and mbufmux_pool_free() will find @buf if it is kept.
+ * been freed (its owner destroys it once every buffer is back, or it is
+ * leaked), and mbufmux_pool_free() will find @buf if it is kept.
  */
 static void *mbufmux_keep(struct mbufmux_pool *pool, void *buf,
 			  struct mem_cgroup *memcg)
@@ -305,9 +297,6 @@ static void *mbufmux_keep(struct mbufmux_pool *pool, void *buf,
 	void *old;
 	int kept;
 
-	/* A destroyed pool keeps nothing: it is released once all are back. */
-	if (unlikely(atomic_read(&pool->in_use) < MBUFMUX_OWNER_BIAS))
-		return buf;
 	kb->memcg = memcg;
 
 	for (i = 0; i < MBUFMUX_KEEP_SLOTS && READ_ONCE(k->slot[i]); i++)
@@ -474,19 +463,16 @@ static void *mbufmux_try_alloc(struct mbufmux_pool *pool, unsigned int margin,
 		 * because of it: let the retry work serve the list (this may
 		 * run under @wait_lock, so it cannot be served from here).
 		 */
-		rcu_read_lock();
 		atomic_dec(&pool->in_use);
 		/* As in mbufmux_uncharge(): decrement, then look for waiters */
 		smp_mb__after_atomic();
 		if (READ_ONCE(pool->nr_waiters))
 			mod_delayed_work(mbufmux_wq, &pool->retry_work,
 					 MBUFMUX_RETRY_DELAY);
-		rcu_read_unlock();
 		return NULL;
 	}
 	this_cpu_inc(pool->pcpu->allocs);
-	trace_mbufmux_alloc(pool->name, buf,
-			    mbufmux_used(atomic_read(&pool->in_use)));
+	trace_mbufmux_alloc(pool->name, buf, mbufmux_used(pool));
 	return buf;
 }
 
@@ -498,7 +484,7 @@ static void mbufmux_count_fail(struct mbufmux_pool *pool, unsigned int margin,
 	else
 		this_cpu_inc(pool->pcpu->alloc_fail);
 	trace_mbufmux_alloc_fail(pool->name, mbufmux_margin(pool, margin),
-				 mbufmux_used(atomic_read(&pool->in_use)),
+				 mbufmux_used(pool),
 				 READ_ONCE(pool->limit), nomem);
 }
 
@@ -616,8 +602,7 @@ static void *mbufmux_serve_locked(struct mbufmux_pool *pool, void *spare,
 		if (spare) {
 			/* One fewer out must leave the margin under the limit. */
 			if (margin < limit &&
-			    mbufmux_used(atomic_read(&pool->in_use)) - 1 <
-			    limit - margin) {
+			    mbufmux_used(pool) - 1 < limit - margin) {
 				/* Zeroed (if at all) by the caller. */
 				buf = mbufmux_recharge_locked(pool, w, spare,
 							      spare_memcg);
@@ -641,8 +626,7 @@ static void *mbufmux_serve_locked(struct mbufmux_pool *pool, void *spare,
 		/* Nobody further can fit: all leave the reserve, or the
 		 * pool is full (no margin fits no room).
 		 */
-		if (!pool->nr_explicit ||
-		    mbufmux_used(atomic_read(&pool->in_use)) - !!spare >= limit)
+		if (!pool->nr_explicit || mbufmux_used(pool) - !!spare >= limit)
 			break;
 	}
 	return spare;
@@ -657,9 +641,7 @@ static void mbufmux_release_buf(struct mbufmux_pool *pool, void *buf,
 {
 	mbufmux_mem_release(pool, buf, memcg);
 	this_cpu_inc(pool->pcpu->frees);
-	rcu_read_lock();
 	mbufmux_uncharge(pool);
-	rcu_read_unlock();
 }
 
 /* Serve the wait list after room was made (a free, a limit change). */
@@ -926,7 +908,7 @@ void *mbufmux_get(struct mbufmux_waiter *w, unsigned int margin)
 		pool->nr_explicit++;
 	/*
 	 * Publish the waiter before the last look at @in_use: pairs with the
-	 * fully ordered atomic_dec_return() in mbufmux_uncharge(). Then serve
+	 * barrier after the decrement in mbufmux_uncharge(). Then serve
 	 * the list as a free would: we are served if our turn has come.
 	 */
 	smp_mb();
@@ -1159,7 +1141,7 @@ void mbufmux_pool_get_stats(struct mbufmux_pool *pool,
 		for (i = 0; i < sizeof(st->pcpu) / sizeof(u64); i++)
 			sum[i] += READ_ONCE(pc[i]);
 	}
-	st->in_use = mbufmux_used(atomic_read(&pool->in_use));
+	st->in_use = mbufmux_used(pool);
 	st->peak = atomic_read(&pool->peak);
 	st->limit = mbufmux_pool_limit(pool);
 	st->reserve = mbufmux_pool_reserve(pool);
@@ -1374,15 +1356,12 @@ DEFINE_SHOW_ATTRIBUTE(mbufmux_waiters);
 static int mbufmux_pools_show(struct seq_file *m, void *v)
 {
 	struct mbufmux_pool *pool;
-	int in_use;
 
 	mutex_lock(&mbufmux_pools_lock);
-	list_for_each_entry(pool, &mbufmux_pools, pools_node) {
-		in_use = atomic_read(&pool->in_use);
+	list_for_each_entry(pool, &mbufmux_pools, pools_node)
 		seq_printf(m, "%s %s in_use=%u\n", pool->name,
-			   in_use >= MBUFMUX_OWNER_BIAS ? "live" : "dying",
-			   mbufmux_used(in_use));
-	}
+			   pool->leaked ? "leaked" : "live",
+			   mbufmux_used(pool));
 	mutex_unlock(&mbufmux_pools_lock);
 	return 0;
 }
@@ -1421,7 +1400,8 @@ static void mbufmux_pool_free(struct mbufmux_pool *pool)
 	mutex_lock(&mbufmux_pools_lock);
 	list_del(&pool->pools_node);
 	mutex_unlock(&mbufmux_pools_lock);
-	/* Nothing queues it any more: every slot is back. */
+	/* Nothing queues them any more: every slot is back, nobody waits. */
+	cancel_delayed_work_sync(&pool->retry_work);
 	cancel_work_sync(&pool->clean_work);
 	if (pool->keep) {
 		/* No scan runs after this, and nobody keeps buffers any more. */
@@ -1440,16 +1420,6 @@ static void mbufmux_pool_free(struct mbufmux_pool *pool)
 	kmem_cache_destroy(pool->cache);
 	free_percpu(pool->pcpu);
 	kfree(pool);
-}
-
-static void mbufmux_pool_release_work(struct work_struct *work)
-{
-	struct mbufmux_pool *pool = container_of(to_rcu_work(work),
-						 struct mbufmux_pool,
-						 release_rwork);
-
-	pr_info("pool %s: last buffer back, released\n", pool->name);
-	mbufmux_pool_free(pool);
 }
 
 /**
@@ -1489,13 +1459,11 @@ struct mbufmux_pool *mbufmux_pool_create(const struct mbufmux_pool_params *param
 	pool->limit = params->limit;
 	pool->reserve = params->reserve;
 	pool->flags = params->flags;
-	atomic_set(&pool->in_use, MBUFMUX_OWNER_BIAS);
 	spin_lock_init(&pool->wait_lock);
 	INIT_LIST_HEAD(&pool->wait_list);
 	spin_lock_init(&pool->stash_lock);
 	INIT_DELAYED_WORK(&pool->retry_work, mbufmux_retry_work);
 	INIT_WORK(&pool->clean_work, mbufmux_clean_work);
-	INIT_RCU_WORK(&pool->release_rwork, mbufmux_pool_release_work);
 
 	/*
 	 * The name first: a second cache of the same name would clash in
@@ -1576,17 +1544,23 @@ EXPORT_SYMBOL_GPL(mbufmux_pool_create);
  * mbufmux_pool_destroy() - destroy a pool
  * @pool: the pool, or NULL
  *
- * The owner must have cancelled every waiter and must not call into the
- * pool again. Buffers still out are a bug in the owner; the pool reports
- * it and stays alive, without its debugfs directory, until the last of
- * them is freed, then releases itself.
+ * The owner must have cancelled every waiter, given every buffer back, and
+ * must not call into the pool again: every call it made must have
+ * returned, as for kmem_cache_destroy(). The pool is then freed at once.
+ *
+ * Buffers still out are a bug in the owner. As kmem_cache_destroy() with
+ * objects still allocated, the pool reports it and is not freed: it loses
+ * its debugfs directory, stays listed (``leaked`` in ``mbufmux/pools``,
+ * its name taken) and works on, so that a late free of those buffers is
+ * no use after free. It is freed when this module is unloaded, if they
+ * all came back by then.
  *
  * Context: process context, may sleep.
  * Return: nothing.
  */
 void mbufmux_pool_destroy(struct mbufmux_pool *pool)
 {
-	int left;
+	unsigned int left;
 
 	if (!pool)
 		return;
@@ -1597,17 +1571,16 @@ void mbufmux_pool_destroy(struct mbufmux_pool *pool)
 		  "mbufmux: pool %s destroyed with waiters queued\n", pool->name);
 	cancel_delayed_work_sync(&pool->retry_work);
 
-	left = atomic_sub_return(MBUFMUX_OWNER_BIAS, &pool->in_use);
-	if (!left) {
-		/* The last free may still be reading the pool: see
-		 * mbufmux_uncharge(); it does so under rcu_read_lock().
-		 */
-		synchronize_rcu();
+	left = mbufmux_used(pool);
+	if (likely(!left)) {
 		mbufmux_pool_free(pool);
 		return;
 	}
-	pr_warn("pool %s destroyed with %d buffers in use: released when they come back\n",
-		pool->name, left);
+	mutex_lock(&mbufmux_pools_lock);
+	pool->leaked = true;
+	mutex_unlock(&mbufmux_pools_lock);
+	pr_err("pool %s destroyed with %u buffers in use: leaking it\n",
+	       pool->name, left);
 }
 EXPORT_SYMBOL_GPL(mbufmux_pool_destroy);
 
@@ -1626,15 +1599,26 @@ static int __init mbufmux_init(void)
 
 static void __exit mbufmux_exit(void)
 {
-	debugfs_remove_recursive(mbufmux_debugfs_root);
-	/* Released pools first wait a grace period, then run on mbufmux_wq. */
-	rcu_barrier();
-	destroy_workqueue(mbufmux_wq);
+	struct mbufmux_pool *pool, *next;
 
-	mutex_lock(&mbufmux_pools_lock);
-	if (!list_empty(&mbufmux_pools))
-		pr_err("pools left with buffers out at unload: leaking them\n");
-	mutex_unlock(&mbufmux_pools_lock);
+	debugfs_remove_recursive(mbufmux_debugfs_root);
+	/*
+	 * The pools left are leaked ones, or their owner's bug too. Every
+	 * owner module is gone (it needed this one), so nothing calls into
+	 * them any more: those whose buffers all came back can go.
+	 */
+	list_for_each_entry_safe(pool, next, &mbufmux_pools, pools_node) {
+		if (mbufmux_used(pool)) {
+			pr_err("pool %s left with %u buffers in use at unload: leaking it\n",
+			       pool->name, mbufmux_used(pool));
+			continue;
+		}
+		if (!pool->leaked)
+			pr_err("pool %s never destroyed by its owner\n",
+			       pool->name);
+		mbufmux_pool_free(pool);
+	}
+	destroy_workqueue(mbufmux_wq);
 }
 
 module_init(mbufmux_init);
