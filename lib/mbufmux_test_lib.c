@@ -635,11 +635,29 @@ int net_admin(bool on)
 	return syscall(SYS_capset, &hdr, data);
 }
 
+/* Opens the listener of @l on its address (port 0: any): 0 or -errno. */
+static int lsn_listen(struct lsn *l)
+{
+	int err;
+
+	l->fd = socket(l->family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (l->fd < 0)
+		return -errno;
+	if (bind(l->fd, (struct sockaddr *)&l->addr, l->len) ||
+	    listen(l->fd, 4096) ||
+	    getsockname(l->fd, (struct sockaddr *)&l->addr, &l->len)) {
+		err = -errno;
+		close(l->fd);
+		l->fd = -1;
+		return err;
+	}
+	return 0;
+}
+
 int lsn_open(struct lsn *l, int family, bool v4mapped)
 {
 	struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&l->addr;
 	struct sockaddr_in *sin = (struct sockaddr_in *)&l->addr;
-	int err;
 
 	memset(l, 0, sizeof(*l));
 	l->family = family;
@@ -655,24 +673,12 @@ int lsn_open(struct lsn *l, int family, bool v4mapped)
 		sin->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
 		l->len = sizeof(*sin);
 	}
-	l->fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (l->fd < 0)
-		return -errno;
-	if (bind(l->fd, (struct sockaddr *)&l->addr, l->len) ||
-	    listen(l->fd, 4096) ||
-	    getsockname(l->fd, (struct sockaddr *)&l->addr, &l->len)) {
-		err = -errno;
-		close(l->fd);
-		l->fd = -1;
-		return err;
-	}
-	return 0;
+	return lsn_listen(l);
 }
 
 int lsn_open_addr(struct lsn *l, const char *ipv4)
 {
 	struct sockaddr_in *sin = (struct sockaddr_in *)&l->addr;
-	int err;
 
 	memset(l, 0, sizeof(*l));
 	l->family = AF_INET;
@@ -680,18 +686,7 @@ int lsn_open_addr(struct lsn *l, const char *ipv4)
 	if (inet_pton(AF_INET, ipv4, &sin->sin_addr) != 1)
 		return -EINVAL;
 	l->len = sizeof(*sin);
-	l->fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (l->fd < 0)
-		return -errno;
-	if (bind(l->fd, (struct sockaddr *)&l->addr, l->len) ||
-	    listen(l->fd, 4096) ||
-	    getsockname(l->fd, (struct sockaddr *)&l->addr, &l->len)) {
-		err = -errno;
-		close(l->fd);
-		l->fd = -1;
-		return err;
-	}
-	return 0;
+	return lsn_listen(l);
 }
 
 int setint(int fd, int level, int name, int val)
