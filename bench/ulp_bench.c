@@ -658,6 +658,23 @@ struct rr_bg {
 	pthread_t tx, rx;
 };
 
+/* An epoll instance watching @fds[0..@n) for @events, each by its index. */
+static int rr_epoll(const int *fds, int n, uint32_t events)
+{
+	int ep, i;
+
+	ep = epoll_create1(0);
+	if (ep < 0)
+		die("epoll_create1");
+	for (i = 0; i < n; i++) {
+		struct epoll_event e = { .events = events, .data.u32 = i };
+
+		if (epoll_ctl(ep, EPOLL_CTL_ADD, fds[i], &e))
+			die("epoll_ctl");
+	}
+	return ep;
+}
+
 static void *rr_bg_tx(void *arg)
 {
 	struct rr_bg *bg = arg;
@@ -667,15 +684,7 @@ static void *rr_bg_tx(void *arg)
 
 	rr_pin(1);
 	memset(buf, 'b', sizeof(buf));
-	ep = epoll_create1(0);
-	if (ep < 0)
-		die("epoll_create1");
-	for (i = 0; i < bg->n; i++) {
-		struct epoll_event e = { .events = EPOLLOUT, .data.u32 = i };
-
-		if (epoll_ctl(ep, EPOLL_CTL_ADD, bg->cli[i], &e))
-			die("epoll_ctl");
-	}
+	ep = rr_epoll(bg->cli, bg->n, EPOLLOUT);
 	while (!__atomic_load_n(&bg->stop, __ATOMIC_RELAXED)) {
 		n = epoll_wait(ep, ev, 256, 100);
 		for (k = 0; k < n; k++) {
@@ -696,18 +705,10 @@ static void *rr_bg_rx(void *arg)
 	struct rr_bg *bg = arg;
 	struct epoll_event ev[256];
 	char buf[16384];
-	int ep, i, k, n;
+	int ep, k, n;
 
 	rr_pin(1);
-	ep = epoll_create1(0);
-	if (ep < 0)
-		die("epoll_create1");
-	for (i = 0; i < bg->n; i++) {
-		struct epoll_event e = { .events = EPOLLIN, .data.u32 = i };
-
-		if (epoll_ctl(ep, EPOLL_CTL_ADD, bg->srv[i], &e))
-			die("epoll_ctl");
-	}
+	ep = rr_epoll(bg->srv, bg->n, EPOLLIN);
 	while (!__atomic_load_n(&bg->stop, __ATOMIC_RELAXED)) {
 		n = epoll_wait(ep, ev, 256, 100);
 		for (k = 0; k < n; k++)
