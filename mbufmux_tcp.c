@@ -37,8 +37,8 @@
  *
  * Locking: the staged bytes and the buffer they live in belong to the
  * socket lock (lock_sock(), or the socket's spinlock in softirq while
- * nobody owns it: see struct mbufmux_sock); the per-user counts and FIFOs
- * to mbufmux_users_lock, taken with bottom halves off. The waiter's
+ * nobody owns it: see struct mbtcp_sock); the per-user counts and FIFOs
+ * to mbtcp_users_lock, taken with bottom halves off. The waiter's
  * callback takes no socket lock, so the close path may cancel it at any
  * point; the tx work takes the socket lock, so it is disabled only after
  * the lock is released.
@@ -79,10 +79,10 @@
  * gso_max_size, 64 KiB (loopback's MSS is 65483), lets TCP send segments as
  * large as it would without the ULP.
  */
-#define MBUFMUX_TCP_BUF_SIZE_DEFAULT	65536
-#define MBUFMUX_TCP_LIMIT_DEFAULT	64
+#define MBTCP_BUF_SIZE_DEFAULT	65536
+#define MBTCP_LIMIT_DEFAULT	64
 
-static unsigned int buf_size = MBUFMUX_TCP_BUF_SIZE_DEFAULT;
+static unsigned int buf_size = MBTCP_BUF_SIZE_DEFAULT;
 module_param(buf_size, uint, 0444);
 MODULE_PARM_DESC(buf_size, "size of each socket's buffer, bytes (set at load, 64 to 1048576)");
 
@@ -90,18 +90,18 @@ MODULE_PARM_DESC(buf_size, "size of each socket's buffer, bytes (set at load, 64
  * limit and reserve as given at load, to create the pool with. From then
  * on the pool keeps them: the parameters read and write the pool's.
  */
-static unsigned int limit = MBUFMUX_TCP_LIMIT_DEFAULT;
+static unsigned int limit = MBTCP_LIMIT_DEFAULT;
 static unsigned int reserve;
 static struct mbufmux_pool *tcp_pool;
 
-static void mbufmux_users_grant_all(void);
+static void mbtcp_users_grant_all(void);
 
 /*
  * Both go to the pool at once, which checks them against each other (and
  * at load, once both are known: module init); kernel_param_lock
  * serialises their writers.
  */
-static int mbufmux_tcp_param_set(const char *val, const struct kernel_param *kp)
+static int mbtcp_param_set(const char *val, const struct kernel_param *kp)
 {
 	unsigned int v;
 	int err;
@@ -126,11 +126,11 @@ static int mbufmux_tcp_param_set(const char *val, const struct kernel_param *kp)
 		return err;
 	}
 	/* The automatic per-user cap follows them. */
-	mbufmux_users_grant_all();
+	mbtcp_users_grant_all();
 	return 0;
 }
 
-static int mbufmux_tcp_param_get(char *buffer, const struct kernel_param *kp)
+static int mbtcp_param_get(char *buffer, const struct kernel_param *kp)
 {
 	if (!tcp_pool)
 		return param_get_uint(buffer, kp);
@@ -139,20 +139,20 @@ static int mbufmux_tcp_param_get(char *buffer, const struct kernel_param *kp)
 					     mbufmux_pool_reserve(tcp_pool));
 }
 
-static const struct kernel_param_ops mbufmux_tcp_param_ops = {
-	.set = mbufmux_tcp_param_set,
-	.get = mbufmux_tcp_param_get,
+static const struct kernel_param_ops mbtcp_param_ops = {
+	.set = mbtcp_param_set,
+	.get = mbtcp_param_get,
 };
 
-module_param_cb(limit, &mbufmux_tcp_param_ops, &limit, 0644);
+module_param_cb(limit, &mbtcp_param_ops, &limit, 0644);
 MODULE_PARM_DESC(limit, "most buffers in use at once (1 to 16777216; raising it wakes parked sockets)");
-module_param_cb(reserve, &mbufmux_tcp_param_ops, &reserve, 0644);
+module_param_cb(reserve, &mbtcp_param_ops, &reserve, 0644);
 MODULE_PARM_DESC(reserve, "buffers only CAP_NET_ADMIN sockets may take (below limit)");
 
 /* Per-socket context */
 
 /**
- * struct mbufmux_sock - an attached socket
+ * struct mbtcp_sock - an attached socket
  * @waiter: holds the socket's buffer, or its place in the pool's queue
  * @tx_work: pushes staged bytes once TCP has room, and lets a dead
  *	connection's buffer go (write-space and error callbacks)
@@ -167,7 +167,7 @@ MODULE_PARM_DESC(reserve, "buffers only CAP_NET_ADMIN sockets may take (below li
  *	behind them are held
  * @margin: the pool margin of this socket's requests
  * @user: the owner's share of the pool, or NULL if the socket is exempt
- * @user_node: on @user's FIFO while parked by the cap (mbufmux_users_lock)
+ * @user_node: on @user's FIFO while parked by the cap (mbtcp_users_lock)
  * @block: enum mbufmux_block
  * @pushing: in tcp_sendmsg_locked(), which may run the write-space
  *	callback from the backlog: that callback leaves the buffer alone
@@ -176,13 +176,13 @@ MODULE_PARM_DESC(reserve, "buffers only CAP_NET_ADMIN sockets may take (below li
  * @used: the buffer has covered bytes since the socket got it: once it
  *	has drained while others wait, its turn is over
  * @forcing: handing TCP the staged bytes past its not-sent low-water
- *	mark (close, shutdown); read by mbufmux_stream_memory_free()
+ *	mark (close, shutdown); read by mbtcp_stream_memory_free()
  * @closing: close() has run; the context lives on, with the buffer if
  *	TCP has bytes left to transmit, until TCP destroys the socket
  * @user_slot: counts against @user's cap: the socket holds a buffer or a
  *	place in the pool's queue, or was granted the right to take one
- *	(set under mbufmux_users_lock; cleared by the socket itself)
- * @user_parked: on @user's FIFO (under mbufmux_users_lock)
+ *	(set under mbtcp_users_lock; cleared by the socket itself)
+ * @user_parked: on @user's FIFO (under mbtcp_users_lock)
  * @user_parked_ns: when the socket was parked on @user's FIFO
  * @user_waits: times it was parked there (added to MBUFMUX_INFO's @waits)
  * @user_wait_ns: time it spent there until a slot was granted
@@ -193,7 +193,7 @@ MODULE_PARM_DESC(reserve, "buffers only CAP_NET_ADMIN sockets may take (below li
  * while nobody owns it (the write-space callback). @staged is also read
  * locklessly, by poll.
  */
-struct mbufmux_sock {
+struct mbtcp_sock {
 	struct mbufmux_waiter waiter;
 	struct work_struct tx_work;
 	struct sock *sk;
@@ -204,7 +204,7 @@ struct mbufmux_sock {
 	unsigned int staged;
 	unsigned int flushed;
 	unsigned int margin;
-	struct mbufmux_user *user;
+	struct mbtcp_user *user;
 	struct list_head user_node;
 	u8 block;
 	bool pushing;
@@ -220,39 +220,39 @@ struct mbufmux_sock {
 	struct rcu_head rcu;
 };
 
-enum { MBUFMUX_IPV4, MBUFMUX_IPV6, MBUFMUX_NUM_PROTS };
+enum { MBTCP_IPV4, MBTCP_IPV6, MBTCP_NUM_PROTS };
 
-static struct proto mbufmux_prots[MBUFMUX_NUM_PROTS];
-static struct proto_ops mbufmux_proto_ops[MBUFMUX_NUM_PROTS];
+static struct proto mbtcp_prots[MBTCP_NUM_PROTS];
+static struct proto_ops mbtcp_proto_ops[MBTCP_NUM_PROTS];
 /* The TCPv6 proto and ops our copies were built from; tcp_prot for v4. */
 static const struct proto *saved_tcpv6_prot;
 static const struct proto_ops *saved_tcpv6_ops;
 static DEFINE_MUTEX(tcpv6_prot_mutex);
-static struct workqueue_struct *mbufmux_tcp_wq;
+static struct workqueue_struct *mbtcp_wq;
 
-static struct mbufmux_sock *mbufmux_sk_ctx(const struct sock *sk)
+static struct mbtcp_sock *mbtcp_sk_ctx(const struct sock *sk)
 {
 	/* Attached sockets only: the ops below are reached through it. */
-	return (__force struct mbufmux_sock *)
+	return (__force struct mbtcp_sock *)
 		rcu_dereference_protected(inet_csk(sk)->icsk_ulp_data, 1);
 }
 
 /* Waiting for a buffer: on the pool's queue, or on the user's. */
-static bool mbufmux_parked(const struct mbufmux_sock *ctx)
+static bool mbtcp_parked(const struct mbtcp_sock *ctx)
 {
 	return mbufmux_waiter_queued(&ctx->waiter) ||
 	       READ_ONCE(ctx->user_parked);
 }
 
-static unsigned int mbufmux_staged(const struct mbufmux_sock *ctx)
+static unsigned int mbtcp_staged(const struct mbtcp_sock *ctx)
 {
 	return READ_ONCE(ctx->staged);
 }
 
-#define MBUFMUX_POLL_OUT	(EPOLLOUT | EPOLLWRNORM | EPOLLWRBAND)
+#define MBTCP_POLL_OUT	(EPOLLOUT | EPOLLWRNORM | EPOLLWRBAND)
 
 /* Wake those sleeping or polling on the socket for @events. */
-static void mbufmux_wake_events(struct sock *sk, __poll_t events)
+static void mbtcp_wake_events(struct sock *sk, __poll_t events)
 {
 	struct socket_wq *wq;
 
@@ -264,25 +264,25 @@ static void mbufmux_wake_events(struct sock *sk, __poll_t events)
 }
 
 /* Wake everybody sleeping or polling on the socket, both directions. */
-static void mbufmux_wake(struct sock *sk)
+static void mbtcp_wake(struct sock *sk)
 {
-	mbufmux_wake_events(sk, EPOLLIN | EPOLLRDNORM | MBUFMUX_POLL_OUT);
+	mbtcp_wake_events(sk, EPOLLIN | EPOLLRDNORM | MBTCP_POLL_OUT);
 }
 
 /* Per-user cap */
 
 /**
- * struct mbufmux_user - one user's share of the pool
- * @node: in mbufmux_users, hashed by @uid
+ * struct mbtcp_user - one user's share of the pool
+ * @node: in mbtcp_users, hashed by @uid
  * @uid: the sockets' owner
  * @socks: attached sockets of this user that the cap applies to
  * @held: of those, the sockets counted against the cap (@user_slot)
  * @nr_parked: sockets on @parked
  * @parked: sockets waiting for one of the user's slots, oldest first
  *
- * Everything here is under mbufmux_users_lock.
+ * Everything here is under mbtcp_users_lock.
  */
-struct mbufmux_user {
+struct mbtcp_user {
 	struct hlist_node node;
 	kuid_t uid;
 	unsigned int socks;
@@ -292,13 +292,13 @@ struct mbufmux_user {
 };
 
 static unsigned int user_limit;
-static DEFINE_HASHTABLE(mbufmux_users, 6);
-/* Protects mbufmux_users, each mbufmux_user and the sockets' user fields. */
-static DEFINE_SPINLOCK(mbufmux_users_lock);
-static struct dentry *mbufmux_users_file;
+static DEFINE_HASHTABLE(mbtcp_users, 6);
+/* Protects mbtcp_users, each mbtcp_user and the sockets' user fields. */
+static DEFINE_SPINLOCK(mbtcp_users_lock);
+static struct dentry *mbtcp_users_file;
 
 /* The cap: user_limit, or by default half of what the reserve leaves. */
-static unsigned int mbufmux_user_cap(void)
+static unsigned int mbtcp_user_cap(void)
 {
 	unsigned int cap = READ_ONCE(user_limit);
 
@@ -309,14 +309,14 @@ static unsigned int mbufmux_user_cap(void)
 }
 
 /* Give the free slots of @user to its parked sockets, oldest first. */
-static void mbufmux_user_grant_locked(struct mbufmux_user *user)
+static void mbtcp_user_grant_locked(struct mbtcp_user *user)
 {
-	unsigned int cap = mbufmux_user_cap();
-	struct mbufmux_sock *ctx;
+	unsigned int cap = mbtcp_user_cap();
+	struct mbtcp_sock *ctx;
 
-	lockdep_assert_held(&mbufmux_users_lock);
+	lockdep_assert_held(&mbtcp_users_lock);
 	while (user->held < cap && !list_empty(&user->parked)) {
-		ctx = list_first_entry(&user->parked, struct mbufmux_sock,
+		ctx = list_first_entry(&user->parked, struct mbtcp_sock,
 				       user_node);
 		list_del_init(&ctx->user_node);
 		WRITE_ONCE(user->nr_parked, user->nr_parked - 1);
@@ -326,20 +326,20 @@ static void mbufmux_user_grant_locked(struct mbufmux_user *user)
 		WRITE_ONCE(ctx->user_slot, true);
 		WRITE_ONCE(ctx->user_parked, false);
 		/* Still attached: close takes it off the FIFO first. */
-		mbufmux_wake(ctx->sk);
+		mbtcp_wake(ctx->sk);
 	}
 }
 
 /* The cap may have grown (user_limit, limit or reserve changed). */
-static void mbufmux_users_grant_all(void)
+static void mbtcp_users_grant_all(void)
 {
-	struct mbufmux_user *user;
+	struct mbtcp_user *user;
 	unsigned int bkt;
 
-	spin_lock_bh(&mbufmux_users_lock);
-	hash_for_each(mbufmux_users, bkt, user, node)
-		mbufmux_user_grant_locked(user);
-	spin_unlock_bh(&mbufmux_users_lock);
+	spin_lock_bh(&mbtcp_users_lock);
+	hash_for_each(mbtcp_users, bkt, user, node)
+		mbtcp_user_grant_locked(user);
+	spin_unlock_bh(&mbtcp_users_lock);
 }
 
 /*
@@ -347,20 +347,20 @@ static void mbufmux_users_grant_all(void)
  * already, or the cap has room and nobody of that user is parked before
  * it; otherwise it is parked on the user's FIFO (once).
  */
-static bool mbufmux_user_take(struct mbufmux_sock *ctx)
+static bool mbtcp_user_take(struct mbtcp_sock *ctx)
 {
-	struct mbufmux_user *user = ctx->user;
+	struct mbtcp_user *user = ctx->user;
 	bool ok;
 
 	/* Only the socket itself clears @user_slot: true stays true. */
 	if (!user || READ_ONCE(ctx->user_slot))
 		return true;
 
-	spin_lock_bh(&mbufmux_users_lock);
+	spin_lock_bh(&mbtcp_users_lock);
 	ok = ctx->user_slot;
 	if (!ok && !ctx->user_parked) {
 		if (list_empty(&user->parked) &&
-		    user->held < mbufmux_user_cap()) {
+		    user->held < mbtcp_user_cap()) {
 			user->held++;
 			WRITE_ONCE(ctx->user_slot, true);
 			ok = true;
@@ -372,7 +372,7 @@ static bool mbufmux_user_take(struct mbufmux_sock *ctx)
 			WRITE_ONCE(ctx->user_parked, true);
 		}
 	}
-	spin_unlock_bh(&mbufmux_users_lock);
+	spin_unlock_bh(&mbtcp_users_lock);
 	return ok;
 }
 
@@ -380,13 +380,13 @@ static bool mbufmux_user_take(struct mbufmux_sock *ctx)
  * The socket gave its buffer or its place in the pool back: leave the
  * user's FIFO, give the slot to the next parked socket of the user.
  */
-static void mbufmux_user_put(struct mbufmux_sock *ctx)
+static void mbtcp_user_put(struct mbtcp_sock *ctx)
 {
-	struct mbufmux_user *user = ctx->user;
+	struct mbtcp_user *user = ctx->user;
 
 	if (!user)
 		return;
-	spin_lock_bh(&mbufmux_users_lock);
+	spin_lock_bh(&mbtcp_users_lock);
 	if (ctx->user_parked) {
 		list_del_init(&ctx->user_node);
 		WRITE_ONCE(user->nr_parked, user->nr_parked - 1);
@@ -395,21 +395,21 @@ static void mbufmux_user_put(struct mbufmux_sock *ctx)
 	if (ctx->user_slot) {
 		WRITE_ONCE(ctx->user_slot, false);
 		user->held--;
-		mbufmux_user_grant_locked(user);
+		mbtcp_user_grant_locked(user);
 	}
-	spin_unlock_bh(&mbufmux_users_lock);
+	spin_unlock_bh(&mbtcp_users_lock);
 }
 
 /* The share of @uid, one more socket in it; NULL if out of memory. */
-static struct mbufmux_user *mbufmux_user_get(kuid_t uid)
+static struct mbtcp_user *mbtcp_user_get(kuid_t uid)
 {
-	struct mbufmux_user *user, *new;
+	struct mbtcp_user *user, *new;
 
 	new = kzalloc(sizeof(*new), GFP_KERNEL);
 	if (!new)
 		return NULL;
-	spin_lock_bh(&mbufmux_users_lock);
-	hash_for_each_possible(mbufmux_users, user, node, __kuid_val(uid)) {
+	spin_lock_bh(&mbtcp_users_lock);
+	hash_for_each_possible(mbtcp_users, user, node, __kuid_val(uid)) {
 		if (uid_eq(user->uid, uid))
 			goto found;
 	}
@@ -417,52 +417,52 @@ static struct mbufmux_user *mbufmux_user_get(kuid_t uid)
 	new = NULL;
 	user->uid = uid;
 	INIT_LIST_HEAD(&user->parked);
-	hash_add(mbufmux_users, &user->node, __kuid_val(uid));
+	hash_add(mbtcp_users, &user->node, __kuid_val(uid));
 found:
 	user->socks++;
-	spin_unlock_bh(&mbufmux_users_lock);
+	spin_unlock_bh(&mbtcp_users_lock);
 	kfree(new);
 	return user;
 }
 
 /* At close: give everything back and leave the user's share. */
-static void mbufmux_user_detach(struct mbufmux_sock *ctx)
+static void mbtcp_user_detach(struct mbtcp_sock *ctx)
 {
-	struct mbufmux_user *user = ctx->user;
+	struct mbtcp_user *user = ctx->user;
 
 	if (!user)
 		return;
-	mbufmux_user_put(ctx);
-	spin_lock_bh(&mbufmux_users_lock);
+	mbtcp_user_put(ctx);
+	spin_lock_bh(&mbtcp_users_lock);
 	if (--user->socks) {
 		user = NULL;
 	} else {
 		WARN_ON_ONCE(user->held || user->nr_parked);
 		hash_del(&user->node);
 	}
-	spin_unlock_bh(&mbufmux_users_lock);
+	spin_unlock_bh(&mbtcp_users_lock);
 	kfree(user);
 	ctx->user = NULL;
 }
 
-static int mbufmux_users_show(struct seq_file *m, void *v)
+static int mbtcp_users_show(struct seq_file *m, void *v)
 {
-	struct mbufmux_user *user;
+	struct mbtcp_user *user;
 	unsigned int bkt;
 
-	spin_lock_bh(&mbufmux_users_lock);
-	seq_printf(m, "cap %u\n", mbufmux_user_cap());
-	hash_for_each(mbufmux_users, bkt, user, node)
+	spin_lock_bh(&mbtcp_users_lock);
+	seq_printf(m, "cap %u\n", mbtcp_user_cap());
+	hash_for_each(mbtcp_users, bkt, user, node)
 		seq_printf(m, "uid=%u socks=%u held=%u parked=%u\n",
 			   from_kuid_munged(seq_user_ns(m), user->uid),
 			   user->socks, user->held, user->nr_parked);
-	spin_unlock_bh(&mbufmux_users_lock);
+	spin_unlock_bh(&mbtcp_users_lock);
 	return 0;
 }
-DEFINE_SHOW_ATTRIBUTE(mbufmux_users);
+DEFINE_SHOW_ATTRIBUTE(mbtcp_users);
 
-static int mbufmux_user_limit_set(const char *val,
-				  const struct kernel_param *kp)
+static int mbtcp_user_limit_set(const char *val,
+				const struct kernel_param *kp)
 {
 	unsigned int v;
 	int err;
@@ -478,42 +478,42 @@ static int mbufmux_user_limit_set(const char *val,
 	WRITE_ONCE(user_limit, v);
 	/* At load, nobody is attached yet. */
 	if (tcp_pool)
-		mbufmux_users_grant_all();
+		mbtcp_users_grant_all();
 	return 0;
 }
 
-static const struct kernel_param_ops mbufmux_user_limit_ops = {
-	.set = mbufmux_user_limit_set,
+static const struct kernel_param_ops mbtcp_user_limit_ops = {
+	.set = mbtcp_user_limit_set,
 	.get = param_get_uint,
 };
 
-module_param_cb(user_limit, &mbufmux_user_limit_ops, &user_limit, 0644);
+module_param_cb(user_limit, &mbtcp_user_limit_ops, &user_limit, 0644);
 MODULE_PARM_DESC(user_limit, "most buffers the sockets of one user hold or wait for at once (0: (limit - reserve) / 2, at least 1); CAP_NET_ADMIN sockets are exempt");
 
 /* The pool's callback: a buffer was handed to a parked socket. */
-static void mbufmux_available(struct mbufmux_waiter *w)
+static void mbtcp_available(struct mbufmux_waiter *w)
 {
-	struct mbufmux_sock *ctx = container_of(w, struct mbufmux_sock,
-						waiter);
+	struct mbtcp_sock *ctx = container_of(w, struct mbtcp_sock,
+					      waiter);
 
 	/* The waiter is off the queue already: poll sees the real state. */
-	mbufmux_wake(ctx->sk);
+	mbtcp_wake(ctx->sk);
 }
 
-static void mbufmux_show(struct seq_file *m, const struct mbufmux_waiter *w)
+static void mbtcp_show(struct seq_file *m, const struct mbufmux_waiter *w)
 {
-	const struct mbufmux_sock *ctx = container_of(w, struct mbufmux_sock,
-						      waiter);
+	const struct mbtcp_sock *ctx = container_of(w, struct mbtcp_sock,
+						    waiter);
 	const struct sock *sk = ctx->sk;
 
 	seq_printf(m, "tcp sk=%p sport=%u dport=%u staged=%u", sk,
 		   inet_sk(sk)->inet_num, ntohs(inet_sk(sk)->inet_dport),
-		   mbufmux_staged(ctx));
+		   mbtcp_staged(ctx));
 }
 
-static const struct mbufmux_waiter_ops mbufmux_waiter_ops = {
-	.available = mbufmux_available,
-	.show = mbufmux_show,
+static const struct mbufmux_waiter_ops mbtcp_waiter_ops = {
+	.available = mbtcp_available,
+	.show = mbtcp_show,
 };
 
 /* The send path */
@@ -521,18 +521,18 @@ static const struct mbufmux_waiter_ops mbufmux_waiter_ops = {
 /* The pool's buffer size, fixed at load: read on every send. */
 static unsigned int tcp_buf_size __read_mostly;
 
-static unsigned int mbufmux_size(void)
+static unsigned int mbtcp_size(void)
 {
 	return tcp_buf_size;
 }
 
-static bool mbufmux_holds(const struct mbufmux_sock *ctx)
+static bool mbtcp_holds(const struct mbtcp_sock *ctx)
 {
 	return mbufmux_waiter_buf(&ctx->waiter);
 }
 
 /* Bytes TCP holds and has not transmitted yet (its own SIOCOUTQNSD). */
-static u32 mbufmux_notsent(const struct sock *sk)
+static u32 mbtcp_notsent(const struct sock *sk)
 {
 	const struct tcp_sock *tp = tcp_sk(sk);
 
@@ -544,14 +544,14 @@ static u32 mbufmux_notsent(const struct sock *sk)
  * has transmitted yet, staged here or queued in TCP. While it is not zero
  * the socket holds its buffer, and it never exceeds the buffer's size.
  */
-static unsigned int mbufmux_unsent(const struct sock *sk,
-				   const struct mbufmux_sock *ctx)
+static unsigned int mbtcp_unsent(const struct sock *sk,
+				 const struct mbtcp_sock *ctx)
 {
-	return mbufmux_staged(ctx) + mbufmux_notsent(sk);
+	return mbtcp_staged(ctx) + mbtcp_notsent(sk);
 }
 
 /* Others wait for a buffer: of the pool, or a slot of this user's cap. */
-static bool mbufmux_contended(const struct mbufmux_sock *ctx)
+static bool mbtcp_contended(const struct mbtcp_sock *ctx)
 {
 	return mbufmux_pool_waiting(tcp_pool) ||
 	       (ctx->user && READ_ONCE(ctx->user->nr_parked));
@@ -566,14 +566,14 @@ static bool mbufmux_contended(const struct mbufmux_sock *ctx)
  * bytes may go on until it flushes or fills the buffer: it is the
  * program's next send that flushes them.
  */
-static unsigned int mbufmux_room(const struct sock *sk,
-				 const struct mbufmux_sock *ctx)
+static unsigned int mbtcp_room(const struct sock *sk,
+			       const struct mbtcp_sock *ctx)
 {
-	unsigned int unsent = mbufmux_unsent(sk, ctx);
-	unsigned int size = mbufmux_size();
+	unsigned int unsent = mbtcp_unsent(sk, ctx);
+	unsigned int size = mbtcp_size();
 
-	if (unsent && READ_ONCE(ctx->flushed) == mbufmux_staged(ctx) &&
-	    mbufmux_contended(ctx))
+	if (unsent && READ_ONCE(ctx->flushed) == mbtcp_staged(ctx) &&
+	    mbtcp_contended(ctx))
 		return 0;
 	return unsent < size ? size - unsent : 0;
 }
@@ -583,25 +583,25 @@ static unsigned int mbufmux_room(const struct sock *sk,
  * sk_stream_min_wspace() for its own queue), or any room at all while
  * MSG_MORE bytes are held, which only the program's next send flushes.
  */
-static bool mbufmux_writable(const struct sock *sk,
-			     const struct mbufmux_sock *ctx)
+static bool mbtcp_writable(const struct sock *sk,
+			   const struct mbtcp_sock *ctx)
 {
-	unsigned int room = mbufmux_room(sk, ctx);
+	unsigned int room = mbtcp_room(sk, ctx);
 
-	if (mbufmux_parked(ctx))
+	if (mbtcp_parked(ctx))
 		return false;
-	if (READ_ONCE(ctx->flushed) != mbufmux_staged(ctx))
+	if (READ_ONCE(ctx->flushed) != mbtcp_staged(ctx))
 		return room;
-	return room >= mbufmux_size() / 4;
+	return room >= mbtcp_size() / 4;
 }
 
 /* The one place a socket gives its buffer back, with its user's slot. */
-static void mbufmux_sock_put(struct mbufmux_sock *ctx)
+static void mbtcp_sock_put(struct mbtcp_sock *ctx)
 {
 	ctx->head = 0;
 	ctx->used = false;
 	mbufmux_put(&ctx->waiter);
-	mbufmux_user_put(ctx);
+	mbtcp_user_put(ctx);
 }
 
 /*
@@ -609,15 +609,15 @@ static void mbufmux_sock_put(struct mbufmux_sock *ctx)
  * unless a send() in progress goes on with it; otherwise have TCP call the
  * write-space callback when it makes progress (it does so only while
  * SOCK_NOSPACE is set). Under the socket lock, as defined at struct
- * mbufmux_sock: TCP transmits only under it too, so the flag cannot be
+ * mbtcp_sock: TCP transmits only under it too, so the flag cannot be
  * missed. Returns true if the buffer went back.
  */
-static bool mbufmux_settle(struct sock *sk, struct mbufmux_sock *ctx)
+static bool mbtcp_settle(struct sock *sk, struct mbtcp_sock *ctx)
 {
-	if (!mbufmux_holds(ctx))
+	if (!mbtcp_holds(ctx))
 		return false;
-	if (!ctx->staged && !mbufmux_notsent(sk) && !READ_ONCE(ctx->sending)) {
-		mbufmux_sock_put(ctx);
+	if (!ctx->staged && !mbtcp_notsent(sk) && !READ_ONCE(ctx->sending)) {
+		mbtcp_sock_put(ctx);
 		return true;
 	}
 	/* Set already, as a rule, while TCP holds the socket's bytes. */
@@ -631,8 +631,8 @@ static bool mbufmux_settle(struct sock *sk, struct mbufmux_sock *ctx)
  * With @pushing set, a write-space callback run from the backlog
  * meanwhile leaves the buffer alone.
  */
-static int mbufmux_tcp_call(struct sock *sk, struct mbufmux_sock *ctx,
-			    struct msghdr *msg, size_t len, bool push)
+static int mbtcp_tcp_call(struct sock *sk, struct mbtcp_sock *ctx,
+			  struct msghdr *msg, size_t len, bool push)
 {
 	struct tcp_sock *tp = tcp_sk(sk);
 	u8 nonagle = tp->nonagle;
@@ -649,13 +649,13 @@ static int mbufmux_tcp_call(struct sock *sk, struct mbufmux_sock *ctx,
 	return ret;
 }
 
-/* Would @more unsent bytes leave the socket unwritable? See mbufmux_writable(). */
-static bool mbufmux_fills(const struct sock *sk, const struct mbufmux_sock *ctx,
-			  size_t more)
+/* Would @more unsent bytes leave the socket unwritable? See mbtcp_writable(). */
+static bool mbtcp_fills(const struct sock *sk, const struct mbtcp_sock *ctx,
+			size_t more)
 {
-	unsigned int size = mbufmux_size();
+	unsigned int size = mbtcp_size();
 
-	return mbufmux_unsent(sk, ctx) + more > size - size / 4;
+	return mbtcp_unsent(sk, ctx) + more > size - size / 4;
 }
 
 /*
@@ -673,25 +673,25 @@ static bool mbufmux_fills(const struct sock *sk, const struct mbufmux_sock *ctx,
  * never cuts short a segment that TCP would have filled within the
  * buffer, and a socket that stays writable is never pushed early.
  */
-static int mbufmux_tcp_send(struct sock *sk, struct mbufmux_sock *ctx,
-			    struct msghdr *msg, size_t len, bool added)
+static int mbtcp_tcp_send(struct sock *sk, struct mbtcp_sock *ctx,
+			  struct msghdr *msg, size_t len, bool added)
 {
 	int first, ret;
 
-	if (!mbufmux_fills(sk, ctx, added ? len : 0))
-		return mbufmux_tcp_call(sk, ctx, msg, len, false);
+	if (!mbtcp_fills(sk, ctx, added ? len : 0))
+		return mbtcp_tcp_call(sk, ctx, msg, len, false);
 	if (len == 1)
-		return mbufmux_tcp_call(sk, ctx, msg, len, true);
+		return mbtcp_tcp_call(sk, ctx, msg, len, true);
 
 	iov_iter_truncate(&msg->msg_iter, len - 1);
 	msg->msg_flags |= MSG_MORE;
-	first = mbufmux_tcp_call(sk, ctx, msg, len - 1, false);
+	first = mbtcp_tcp_call(sk, ctx, msg, len - 1, false);
 	msg->msg_flags &= ~MSG_MORE;
 	iov_iter_reexpand(&msg->msg_iter, len - max(first, 0));
 	/* TCP is full (and pushed), or failed. */
 	if (first != len - 1)
 		return first;
-	ret = mbufmux_tcp_call(sk, ctx, msg, 1, mbufmux_fills(sk, ctx, added));
+	ret = mbtcp_tcp_call(sk, ctx, msg, 1, mbtcp_fills(sk, ctx, added));
 	return ret > 0 ? first + ret : first;
 }
 
@@ -700,7 +700,7 @@ static int mbufmux_tcp_send(struct sock *sk, struct mbufmux_sock *ctx,
  * buffer covers them in TCP as it did here. Returns 0 if all of them went,
  * -EAGAIN if TCP is full, or TCP's error.
  */
-static int mbufmux_push(struct sock *sk, struct mbufmux_sock *ctx)
+static int mbtcp_push(struct sock *sk, struct mbtcp_sock *ctx)
 {
 	char *buf = mbufmux_waiter_buf(&ctx->waiter);
 	unsigned int len = ctx->flushed;
@@ -714,13 +714,13 @@ static int mbufmux_push(struct sock *sk, struct mbufmux_sock *ctx)
 		iov.iov_len = len;
 		/*
 		 * Never MSG_MORE (but for the bytes before the last, in
-		 * mbufmux_tcp_send()): bytes TCP corked would stay unsent,
+		 * mbtcp_tcp_send()): bytes TCP corked would stay unsent,
 		 * and the room they take would never come back. The ULP
 		 * holds MSG_MORE data itself.
 		 */
 		msg.msg_flags = MSG_DONTWAIT | MSG_NOSIGNAL;
 		iov_iter_kvec(&msg.msg_iter, ITER_SOURCE, &iov, 1, len);
-		ret = mbufmux_tcp_send(sk, ctx, &msg, len, false);
+		ret = mbtcp_tcp_send(sk, ctx, &msg, len, false);
 		if (ret <= 0)
 			break;
 		ctx->head += ret;
@@ -736,10 +736,10 @@ static int mbufmux_push(struct sock *sk, struct mbufmux_sock *ctx)
 }
 
 /* Held bytes go on too: the program flushed, or the buffer is full. */
-static int mbufmux_flush(struct sock *sk, struct mbufmux_sock *ctx)
+static int mbtcp_flush(struct sock *sk, struct mbtcp_sock *ctx)
 {
 	WRITE_ONCE(ctx->flushed, ctx->staged);
-	return mbufmux_push(sk, ctx);
+	return mbtcp_push(sk, ctx);
 }
 
 /*
@@ -753,7 +753,7 @@ static int mbufmux_flush(struct sock *sk, struct mbufmux_sock *ctx)
  * __sk_mem_raise_allocated()); @forcing lifts the second. Only an error
  * of TCP, or no memory at all for a segment, stops it.
  */
-static int mbufmux_push_force(struct sock *sk, struct mbufmux_sock *ctx)
+static int mbtcp_push_force(struct sock *sk, struct mbtcp_sock *ctx)
 {
 	int sndbuf = READ_ONCE(sk->sk_sndbuf);
 	unsigned int before;
@@ -764,7 +764,7 @@ static int mbufmux_push_force(struct sock *sk, struct mbufmux_sock *ctx)
 		before = ctx->staged;
 		WRITE_ONCE(sk->sk_sndbuf,
 			   max(sndbuf, READ_ONCE(sk->sk_wmem_queued) + 1));
-		err = mbufmux_flush(sk, ctx);
+		err = mbtcp_flush(sk, ctx);
 		if (err == -EAGAIN)
 			err = ctx->staged < before ? 0 : -ENOMEM;
 	}
@@ -775,7 +775,7 @@ static int mbufmux_push_force(struct sock *sk, struct mbufmux_sock *ctx)
 }
 
 /* The bytes are gone with the connection: say so, as nothing else will. */
-static void mbufmux_drop(struct sock *sk, struct mbufmux_sock *ctx, int err)
+static void mbtcp_drop(struct sock *sk, struct mbtcp_sock *ctx, int err)
 {
 	if (ctx->staged)
 		net_info_ratelimited("%u staged bytes lost on socket %lu: %d\n",
@@ -786,7 +786,7 @@ static void mbufmux_drop(struct sock *sk, struct mbufmux_sock *ctx, int err)
 }
 
 /* Reset, timed out, or failed: nothing more will be transmitted. */
-static bool mbufmux_dead(const struct sock *sk)
+static bool mbtcp_dead(const struct sock *sk)
 {
 	return READ_ONCE(sk->sk_err) || READ_ONCE(sk->sk_state) == TCP_CLOSE;
 }
@@ -795,44 +795,44 @@ static bool mbufmux_dead(const struct sock *sk)
  * A dead connection lets go of everything at once: staged bytes, buffer,
  * place in the pool's queue, user's slot. Under lock_sock(); may sleep.
  */
-static void mbufmux_let_go(struct sock *sk, struct mbufmux_sock *ctx)
+static void mbtcp_let_go(struct sock *sk, struct mbtcp_sock *ctx)
 {
 	/* sk_err stays for the program to read. */
-	mbufmux_drop(sk, ctx, -(READ_ONCE(sk->sk_err) ?: ECONNRESET));
+	mbtcp_drop(sk, ctx, -(READ_ONCE(sk->sk_err) ?: ECONNRESET));
 	mbufmux_cancel(&ctx->waiter);
-	mbufmux_sock_put(ctx);
+	mbtcp_sock_put(ctx);
 }
 
-static void mbufmux_tx_work(struct work_struct *work)
+static void mbtcp_tx_work(struct work_struct *work)
 {
-	struct mbufmux_sock *ctx = container_of(work, struct mbufmux_sock,
-						tx_work);
+	struct mbtcp_sock *ctx = container_of(work, struct mbtcp_sock,
+					      tx_work);
 	struct sock *sk = ctx->sk;
 
 	lock_sock(sk);
 	if (ctx->closing)
 		goto out;
-	if (mbufmux_dead(sk)) {
-		mbufmux_let_go(sk, ctx);
+	if (mbtcp_dead(sk)) {
+		mbtcp_let_go(sk, ctx);
 	} else {
 		/* Held bytes stay: the program has more to add to them. */
-		mbufmux_push(sk, ctx);
-		mbufmux_settle(sk, ctx);
+		mbtcp_push(sk, ctx);
+		mbtcp_settle(sk, ctx);
 	}
 out:
 	release_sock(sk);
-	mbufmux_wake(sk);
+	mbtcp_wake(sk);
 	/* Taken by the callback that queued us. */
 	sock_put(sk);
 }
 
-static void mbufmux_queue_tx(struct sock *sk, struct mbufmux_sock *ctx)
+static void mbtcp_queue_tx(struct sock *sk, struct mbtcp_sock *ctx)
 {
 	/* The work drops this reference; if it was queued already,
 	 * nothing will, so drop it here (CVE-2025-40258).
 	 */
 	sock_hold(sk);
-	if (!queue_work(mbufmux_tcp_wq, &ctx->tx_work))
+	if (!queue_work(mbtcp_wq, &ctx->tx_work))
 		sock_put(sk);
 }
 
@@ -843,42 +843,42 @@ static void mbufmux_queue_tx(struct sock *sk, struct mbufmux_sock *ctx)
  * given back at once, unless this runs inside our own tcp_sendmsg_locked()
  * (from the backlog), which settles afterwards.
  */
-static void mbufmux_write_space(struct sock *sk)
+static void mbtcp_write_space(struct sock *sk)
 {
-	struct mbufmux_sock *ctx = mbufmux_sk_ctx(sk);
+	struct mbtcp_sock *ctx = mbtcp_sk_ctx(sk);
 
 	ctx->sk_write_space(sk);
-	if (READ_ONCE(ctx->pushing) || !mbufmux_holds(ctx))
+	if (READ_ONCE(ctx->pushing) || !mbtcp_holds(ctx))
 		return;
 	if (ctx->flushed) {
 		/* As TCP wakes its writers: once it takes more. */
 		if (sk_stream_is_writeable(sk))
-			mbufmux_queue_tx(sk, ctx);
+			mbtcp_queue_tx(sk, ctx);
 		else
 			set_bit(SOCK_NOSPACE, &sk->sk_socket->flags);
 		return;
 	}
-	if (mbufmux_settle(sk, ctx))
-		mbufmux_wake(sk);
-	else if (mbufmux_writable(sk, ctx))
-		mbufmux_wake_events(sk, MBUFMUX_POLL_OUT);
+	if (mbtcp_settle(sk, ctx))
+		mbtcp_wake(sk);
+	else if (mbtcp_writable(sk, ctx))
+		mbtcp_wake_events(sk, MBTCP_POLL_OUT);
 }
 
 /* A reset or an error: the tx work lets everything go, in process context. */
-static void mbufmux_error_report(struct sock *sk)
+static void mbtcp_error_report(struct sock *sk)
 {
-	struct mbufmux_sock *ctx = mbufmux_sk_ctx(sk);
+	struct mbtcp_sock *ctx = mbtcp_sk_ctx(sk);
 
 	ctx->sk_error_report(sk);
 	/* Not for what the error queue reports (timestamps, zerocopy). */
-	if (mbufmux_dead(sk))
-		mbufmux_queue_tx(sk, ctx);
+	if (mbtcp_dead(sk))
+		mbtcp_queue_tx(sk, ctx);
 }
 
 /* Does parking stop this direction (MBUFMUX_BLOCK may change meanwhile)? */
-static bool mbufmux_blocked(const struct mbufmux_sock *ctx, bool for_send)
+static bool mbtcp_blocked(const struct mbtcp_sock *ctx, bool for_send)
 {
-	return mbufmux_parked(ctx) &&
+	return mbtcp_parked(ctx) &&
 	       (for_send || READ_ONCE(ctx->block) == MBUFMUX_BLOCK_BOTH);
 }
 
@@ -889,7 +889,7 @@ static bool mbufmux_blocked(const struct mbufmux_sock *ctx, bool for_send)
  * Reading never needs a buffer: a parked socket whose peer waits on it may
  * read, so that a holder stalled on it can drain and give its buffer back.
  */
-static bool mbufmux_rx_stalled(const struct sock *sk)
+static bool mbtcp_rx_stalled(const struct sock *sk)
 {
 	const struct tcp_sock *tp = tcp_sk(sk);
 	int avail = READ_ONCE(tp->rcv_nxt) - READ_ONCE(tp->copied_seq);
@@ -900,10 +900,10 @@ static bool mbufmux_rx_stalled(const struct sock *sk)
 	       tcp_receive_window(tp) <= inet_csk(sk)->icsk_ack.rcv_mss;
 }
 
-static bool mbufmux_recv_blocked(const struct sock *sk,
-				 const struct mbufmux_sock *ctx)
+static bool mbtcp_recv_blocked(const struct sock *sk,
+			       const struct mbtcp_sock *ctx)
 {
-	return mbufmux_blocked(ctx, false) && !mbufmux_rx_stalled(sk);
+	return mbtcp_blocked(ctx, false) && !mbtcp_rx_stalled(sk);
 }
 
 /*
@@ -912,24 +912,24 @@ static bool mbufmux_recv_blocked(const struct sock *sk,
  * until it is unparked or its receive side stalls. Called with the socket
  * lock held; sk_wait_event() drops it while sleeping.
  */
-static bool mbufmux_must_wait(struct sock *sk, struct mbufmux_sock *ctx,
-			      bool for_send)
+static bool mbtcp_must_wait(struct sock *sk, struct mbtcp_sock *ctx,
+			    bool for_send)
 {
 	if (!for_send)
-		return mbufmux_recv_blocked(sk, ctx);
-	if (mbufmux_blocked(ctx, true))
+		return mbtcp_recv_blocked(sk, ctx);
+	if (mbtcp_blocked(ctx, true))
 		return true;
-	return mbufmux_holds(ctx) && !mbufmux_writable(sk, ctx);
+	return mbtcp_holds(ctx) && !mbtcp_writable(sk, ctx);
 }
 
-static int mbufmux_wait(struct sock *sk, struct mbufmux_sock *ctx,
-			long *timeo, bool for_send)
+static int mbtcp_wait(struct sock *sk, struct mbtcp_sock *ctx,
+		      long *timeo, bool for_send)
 {
 	DEFINE_WAIT_FUNC(wait, woken_wake_function);
 	int err = 0;
 
 	add_wait_queue(sk_sleep(sk), &wait);
-	while (mbufmux_must_wait(sk, ctx, for_send)) {
+	while (mbtcp_must_wait(sk, ctx, for_send)) {
 		if (sk->sk_err) {
 			err = sock_error(sk);
 			break;
@@ -953,7 +953,7 @@ static int mbufmux_wait(struct sock *sk, struct mbufmux_sock *ctx,
 		/* A refused connect(AF_UNSPEC) does not concern us: the
 		 * loop looks again, whatever sk_wait_event() says.
 		 */
-		sk_wait_event(sk, timeo, !mbufmux_must_wait(sk, ctx, for_send) ||
+		sk_wait_event(sk, timeo, !mbtcp_must_wait(sk, ctx, for_send) ||
 			      READ_ONCE(sk->sk_err) ||
 			      (READ_ONCE(sk->sk_shutdown) &
 			       (for_send ? SEND_SHUTDOWN : RCV_SHUTDOWN)), &wait);
@@ -968,8 +968,8 @@ static int mbufmux_wait(struct sock *sk, struct mbufmux_sock *ctx,
  * would here. Control messages are ignored, as when the bytes are staged.
  * Returns what TCP took, or its error (-EAGAIN when it is full).
  */
-static int mbufmux_write_through(struct sock *sk, struct mbufmux_sock *ctx,
-				 struct msghdr *msg, size_t len)
+static int mbtcp_write_through(struct sock *sk, struct mbtcp_sock *ctx,
+			       struct msghdr *msg, size_t len)
 {
 	size_t controllen = msg->msg_controllen;
 	size_t left = msg_data_left(msg);
@@ -980,7 +980,7 @@ static int mbufmux_write_through(struct sock *sk, struct mbufmux_sock *ctx,
 			 (flags & MSG_SPLICE_PAGES_COMPAT);
 	msg->msg_controllen = 0;
 	iov_iter_truncate(&msg->msg_iter, len);
-	ret = mbufmux_tcp_send(sk, ctx, msg, len, true);
+	ret = mbtcp_tcp_send(sk, ctx, msg, len, true);
 	iov_iter_reexpand(&msg->msg_iter, left - max(ret, 0));
 	msg->msg_controllen = controllen;
 	msg->msg_flags = flags;
@@ -988,13 +988,13 @@ static int mbufmux_write_through(struct sock *sk, struct mbufmux_sock *ctx,
 }
 
 /* Copy up to @len bytes of @msg behind the staged ones. */
-static int mbufmux_stage(struct mbufmux_sock *ctx, char *buf,
-			 struct msghdr *msg, size_t len)
+static int mbtcp_stage(struct mbtcp_sock *ctx, char *buf,
+		       struct msghdr *msg, size_t len)
 {
 	size_t copied;
 
 	/* Keep the free space in one piece at the end. */
-	if (ctx->head + ctx->staged + len > mbufmux_size()) {
+	if (ctx->head + ctx->staged + len > mbtcp_size()) {
 		memmove(buf, buf + ctx->head, ctx->staged);
 		ctx->head = 0;
 	}
@@ -1006,12 +1006,12 @@ static int mbufmux_stage(struct mbufmux_sock *ctx, char *buf,
 	return copied;
 }
 
-#define MBUFMUX_SEND_FLAGS (MSG_MORE | MSG_DONTWAIT | MSG_NOSIGNAL | \
-			    MSG_EOR | MSG_WAITALL | MSG_CMSG_COMPAT | \
-			    MSG_BATCH | MSG_SENDPAGE_NOTLAST_COMPAT)
+#define MBTCP_SEND_FLAGS (MSG_MORE | MSG_DONTWAIT | MSG_NOSIGNAL | \
+			  MSG_EOR | MSG_WAITALL | MSG_CMSG_COMPAT | \
+			  MSG_BATCH | MSG_SENDPAGE_NOTLAST_COMPAT)
 
-/* No error, not shut down, connected: what mbufmux_send_error() checks. */
-static bool mbufmux_can_send(const struct sock *sk)
+/* No error, not shut down, connected: what mbtcp_send_error() checks. */
+static bool mbtcp_can_send(const struct sock *sk)
 {
 	return !READ_ONCE(sk->sk_err) &&
 	       !(READ_ONCE(sk->sk_shutdown) & SEND_SHUTDOWN) &&
@@ -1019,7 +1019,7 @@ static bool mbufmux_can_send(const struct sock *sk)
 		(TCPF_ESTABLISHED | TCPF_CLOSE_WAIT));
 }
 
-static int mbufmux_send_error(struct sock *sk)
+static int mbtcp_send_error(struct sock *sk)
 {
 	if (sk->sk_err)
 		return sock_error(sk);
@@ -1031,13 +1031,13 @@ static int mbufmux_send_error(struct sock *sk)
 
 /*
  * The send loop, under the socket lock, for @msg after the @copied bytes
- * mbufmux_send_fast() sent. Returns the bytes accepted, or an error. Out
+ * mbtcp_send_fast() sent. Returns the bytes accepted, or an error. Out
  * of line, so that the fast path's caller stays a small function.
  */
-static noinline int mbufmux_send_loop(struct sock *sk,
-				      struct mbufmux_sock *ctx,
-				      struct msghdr *msg, size_t copied,
-				      bool more)
+static noinline int mbtcp_send_loop(struct sock *sk,
+				    struct mbtcp_sock *ctx,
+				    struct msghdr *msg, size_t copied,
+				    bool more)
 {
 	size_t left, len;
 	unsigned int room;
@@ -1048,7 +1048,7 @@ static noinline int mbufmux_send_loop(struct sock *sk,
 	timeo = sock_sndtimeo(sk, msg->msg_flags & MSG_DONTWAIT);
 	WRITE_ONCE(ctx->sending, true);
 	while (msg_data_left(msg)) {
-		err = mbufmux_send_error(sk);
+		err = mbtcp_send_error(sk);
 		if (err)
 			break;
 
@@ -1056,20 +1056,20 @@ static noinline int mbufmux_send_loop(struct sock *sk,
 		 * Drained while others wait: the buffer goes to them, and
 		 * this send queues behind them for its next turn.
 		 */
-		if (ctx->used && mbufmux_holds(ctx) &&
-		    !mbufmux_unsent(sk, ctx) && mbufmux_contended(ctx))
-			mbufmux_sock_put(ctx);
+		if (ctx->used && mbtcp_holds(ctx) &&
+		    !mbtcp_unsent(sk, ctx) && mbtcp_contended(ctx))
+			mbtcp_sock_put(ctx);
 
 		/* Never kept across a wait: a callback may give it back. */
 		buf = mbufmux_waiter_buf(&ctx->waiter);
-		if (!buf && mbufmux_user_take(ctx))
+		if (!buf && mbtcp_user_take(ctx))
 			buf = mbufmux_get(&ctx->waiter, ctx->margin);
-		room = buf ? mbufmux_room(sk, ctx) : 0;
+		room = buf ? mbtcp_room(sk, ctx) : 0;
 		if (!room) {
 			/* Full: TCP must transmit before more can come. */
 			if (buf)
-				mbufmux_flush(sk, ctx);
-			err = mbufmux_wait(sk, ctx, &timeo, true);
+				mbtcp_flush(sk, ctx);
+			err = mbtcp_wait(sk, ctx, &timeo, true);
 			if (err)
 				break;
 			continue;
@@ -1083,9 +1083,9 @@ static noinline int mbufmux_send_loop(struct sock *sk,
 		 */
 		ret = -EAGAIN;
 		if (!ctx->staged && (!more || room <= left))
-			ret = mbufmux_write_through(sk, ctx, msg, len);
+			ret = mbtcp_write_through(sk, ctx, msg, len);
 		if (ret == -EAGAIN || !ret)
-			ret = mbufmux_stage(ctx, buf, msg, len);
+			ret = mbtcp_stage(ctx, buf, msg, len);
 		if (ret < 0) {
 			err = ret;
 			break;
@@ -1093,20 +1093,20 @@ static noinline int mbufmux_send_loop(struct sock *sk,
 		ctx->used = true;
 		copied += ret;
 		/* A full buffer goes on, held bytes and all. */
-		if (mbufmux_unsent(sk, ctx) >= mbufmux_size())
-			mbufmux_flush(sk, ctx);
+		if (mbtcp_unsent(sk, ctx) >= mbtcp_size())
+			mbtcp_flush(sk, ctx);
 	}
 
 	/* A send without MSG_MORE is a flush mark: all before it goes. */
 	if (!more || err)
 		WRITE_ONCE(ctx->flushed, ctx->staged);
 	if (ctx->flushed) {
-		ret = mbufmux_push(sk, ctx);
+		ret = mbtcp_push(sk, ctx);
 		if (ret && ret != -EAGAIN && !copied)
 			err = ret;
 	}
 	WRITE_ONCE(ctx->sending, false);
-	mbufmux_settle(sk, ctx);
+	mbtcp_settle(sk, ctx);
 	return copied ?: err;
 }
 
@@ -1115,26 +1115,26 @@ static noinline int mbufmux_send_loop(struct sock *sk,
  * staged, nobody waits for a buffer, and the whole of @msg fits beside the
  * unsent bytes without leaving the socket unwritable, with no MSG_MORE to
  * hold it back and no control message to ignore. It goes straight to TCP
- * as mbufmux_write_through() would send it, without the loop's other cases
+ * as mbtcp_write_through() would send it, without the loop's other cases
  * to rule out first: most sends of small writes are this one, and under
  * emulation every instruction of theirs shows. Returns the bytes TCP took,
  * TCP's error, or 0 (nothing sent: TCP is full, or the send is not this
  * one) to leave the send to the loop.
  */
-static int mbufmux_send_fast(struct sock *sk, struct mbufmux_sock *ctx,
-			     struct msghdr *msg)
+static int mbtcp_send_fast(struct sock *sk, struct mbtcp_sock *ctx,
+			   struct msghdr *msg)
 {
 	size_t left = msg_data_left(msg);
 	int flags = msg->msg_flags;
 	int ret;
 
 	if (!left || msg->msg_controllen || ctx->staged ||
-	    !mbufmux_holds(ctx) || mbufmux_fills(sk, ctx, left) ||
-	    !mbufmux_can_send(sk) || mbufmux_contended(ctx))
+	    !mbtcp_holds(ctx) || mbtcp_fills(sk, ctx, left) ||
+	    !mbtcp_can_send(sk) || mbtcp_contended(ctx))
 		return 0;
 	msg->msg_flags = MSG_DONTWAIT | MSG_NOSIGNAL |
 			 (flags & MSG_SPLICE_PAGES_COMPAT);
-	ret = mbufmux_tcp_call(sk, ctx, msg, left, false);
+	ret = mbtcp_tcp_call(sk, ctx, msg, left, false);
 	msg->msg_flags = flags;
 	if (ret == -EAGAIN)
 		return 0;
@@ -1143,9 +1143,9 @@ static int mbufmux_send_fast(struct sock *sk, struct mbufmux_sock *ctx,
 	return ret;
 }
 
-static int mbufmux_sendmsg(struct sock *sk, struct msghdr *msg, size_t size)
+static int mbtcp_sendmsg(struct sock *sk, struct msghdr *msg, size_t size)
 {
-	struct mbufmux_sock *ctx = mbufmux_sk_ctx(sk);
+	struct mbtcp_sock *ctx = mbtcp_sk_ctx(sk);
 	int flags = msg->msg_flags;
 	bool more = (flags & (MSG_MORE | MSG_SENDPAGE_NOTLAST_COMPAT)) &&
 		    !(flags & MSG_EOR);
@@ -1155,19 +1155,19 @@ static int mbufmux_sendmsg(struct sock *sk, struct msghdr *msg, size_t size)
 	 * Spliced pages go to TCP as they are when they go straight to it,
 	 * and are copied when they are staged.
 	 */
-	if (flags & ~(MBUFMUX_SEND_FLAGS | MSG_SPLICE_PAGES_COMPAT))
+	if (flags & ~(MBTCP_SEND_FLAGS | MSG_SPLICE_PAGES_COMPAT))
 		return -EOPNOTSUPP;
 
 	lock_sock(sk);
 	if (!more)
-		ret = mbufmux_send_fast(sk, ctx, msg);
+		ret = mbtcp_send_fast(sk, ctx, msg);
 	if (ret < 0 || (ret && !msg_data_left(msg))) {
 		/* TCP holds bytes and will say when they go: the rule. */
-		if (!mbufmux_notsent(sk) ||
+		if (!mbtcp_notsent(sk) ||
 		    !test_bit(SOCK_NOSPACE, &sk->sk_socket->flags))
-			mbufmux_settle(sk, ctx);
+			mbtcp_settle(sk, ctx);
 	} else {
-		ret = mbufmux_send_loop(sk, ctx, msg, ret, more);
+		ret = mbtcp_send_loop(sk, ctx, msg, ret, more);
 	}
 	release_sock(sk);
 	if (ret == -EPIPE)
@@ -1175,17 +1175,17 @@ static int mbufmux_sendmsg(struct sock *sk, struct msghdr *msg, size_t size)
 	return ret;
 }
 
-static int mbufmux_recvmsg(struct sock *sk, struct msghdr *msg, size_t len,
-			   int flags, int *addr_len)
+static int mbtcp_recvmsg(struct sock *sk, struct msghdr *msg, size_t len,
+			 int flags, int *addr_len)
 {
-	struct mbufmux_sock *ctx = mbufmux_sk_ctx(sk);
+	struct mbtcp_sock *ctx = mbtcp_sk_ctx(sk);
 	int err;
 
-	if (mbufmux_recv_blocked(sk, ctx)) {
+	if (mbtcp_recv_blocked(sk, ctx)) {
 		long timeo = sock_rcvtimeo(sk, flags & MSG_DONTWAIT);
 
 		lock_sock(sk);
-		err = mbufmux_wait(sk, ctx, &timeo, false);
+		err = mbtcp_wait(sk, ctx, &timeo, false);
 		release_sock(sk);
 		if (err)
 			return err;
@@ -1193,17 +1193,17 @@ static int mbufmux_recvmsg(struct sock *sk, struct msghdr *msg, size_t len,
 	return ctx->sk_proto->recvmsg(sk, msg, len, flags, addr_len);
 }
 
-static __poll_t mbufmux_poll(struct file *file, struct socket *sock,
-			     poll_table *wait)
+static __poll_t mbtcp_poll(struct file *file, struct socket *sock,
+			   poll_table *wait)
 {
 	struct sock *sk = sock->sk;
 	const struct proto_ops *ops;
-	struct mbufmux_sock *ctx;
+	struct mbtcp_sock *ctx;
 	__poll_t mask;
 
 	ops = sk->sk_family == AF_INET6 ? saved_tcpv6_ops : &inet_stream_ops;
 	mask = ops->poll(file, sock, wait);
-	ctx = mbufmux_sk_ctx(sk);
+	ctx = mbtcp_sk_ctx(sk);
 
 	/*
 	 * Writable: the socket can take bytes now, into its buffer (even when
@@ -1211,16 +1211,16 @@ static __poll_t mbufmux_poll(struct file *file, struct socket *sock,
 	 * as TCP says (writable, so that send() reports it), and so on a
 	 * hang-up or an error: the socket's send() fails at once.
 	 */
-	if (mbufmux_parked(ctx)) {
-		mask &= ~MBUFMUX_POLL_OUT;
+	if (mbtcp_parked(ctx)) {
+		mask &= ~MBTCP_POLL_OUT;
 	} else if (!(mask & (EPOLLERR | EPOLLHUP)) &&
 		   !(READ_ONCE(sk->sk_shutdown) & SEND_SHUTDOWN)) {
-		mask &= ~MBUFMUX_POLL_OUT;
-		if (mbufmux_writable(sk, ctx))
+		mask &= ~MBTCP_POLL_OUT;
+		if (mbtcp_writable(sk, ctx))
 			mask |= EPOLLOUT | EPOLLWRNORM;
 	}
 	/* Errors, hang-ups and end of file can always be read. */
-	if (mbufmux_recv_blocked(sk, ctx) &&
+	if (mbtcp_recv_blocked(sk, ctx) &&
 	    !(mask & (EPOLLERR | EPOLLRDHUP | EPOLLHUP)))
 		mask &= ~(EPOLLIN | EPOLLRDNORM | EPOLLRDBAND | EPOLLPRI);
 	return mask;
@@ -1234,9 +1234,9 @@ static __poll_t mbufmux_poll(struct file *file, struct socket *sock,
  * inet_shutdown() under the socket lock; the waiter's callback does not
  * take it, so the cancel may wait for the callback here.
  */
-static void mbufmux_shutdown(struct sock *sk, int how)
+static void mbtcp_shutdown(struct sock *sk, int how)
 {
-	struct mbufmux_sock *ctx = mbufmux_sk_ctx(sk);
+	struct mbtcp_sock *ctx = mbtcp_sk_ctx(sk);
 	int err;
 
 	if (how & SEND_SHUTDOWN) {
@@ -1248,21 +1248,21 @@ static void mbufmux_shutdown(struct sock *sk, int how)
 			 */
 			WRITE_ONCE(sk->sk_shutdown,
 				   sk->sk_shutdown & ~SEND_SHUTDOWN);
-			err = mbufmux_push_force(sk, ctx);
+			err = mbtcp_push_force(sk, ctx);
 			WRITE_ONCE(sk->sk_shutdown,
 				   sk->sk_shutdown | SEND_SHUTDOWN);
 			if (err)
-				mbufmux_drop(sk, ctx, err);
+				mbtcp_drop(sk, ctx, err);
 		}
-		if (mbufmux_parked(ctx)) {
+		if (mbtcp_parked(ctx)) {
 			mbufmux_cancel(&ctx->waiter);
-			mbufmux_user_put(ctx);
+			mbtcp_user_put(ctx);
 		}
 	}
 	ctx->sk_proto->shutdown(sk, how);
 	if (how & SEND_SHUTDOWN) {
-		mbufmux_settle(sk, ctx);
-		mbufmux_wake(sk);
+		mbtcp_settle(sk, ctx);
+		mbtcp_wake(sk);
 	}
 }
 
@@ -1272,15 +1272,15 @@ static void mbufmux_shutdown(struct sock *sk, int how)
  * TCP's recvmsg() on the socket returns EPIPE (those sleeping in the
  * ULP's waits do not), and a later connect() fails with EINVAL.
  */
-static int mbufmux_disconnect(struct sock *sk, int flags)
+static int mbtcp_disconnect(struct sock *sk, int flags)
 {
 	return -EOPNOTSUPP;
 }
 
 /* TCP's not-sent low-water mark, lifted while close or shutdown push. */
-static bool mbufmux_stream_memory_free(const struct sock *sk, int wake)
+static bool mbtcp_stream_memory_free(const struct sock *sk, int wake)
 {
-	const struct mbufmux_sock *ctx = mbufmux_sk_ctx(sk);
+	const struct mbtcp_sock *ctx = mbtcp_sk_ctx(sk);
 
 	if (READ_ONCE(ctx->forcing))
 		return true;
@@ -1291,9 +1291,9 @@ static bool mbufmux_stream_memory_free(const struct sock *sk, int wake)
  * SIOCOUTQ and SIOCOUTQNSD count the staged bytes too, read under the
  * socket lock: a push moves bytes from one count to the other.
  */
-static int mbufmux_outq(struct sock *sk, int cmd, int *answ)
+static int mbtcp_outq(struct sock *sk, int cmd, int *answ)
 {
-	const struct mbufmux_sock *ctx = mbufmux_sk_ctx(sk);
+	const struct mbtcp_sock *ctx = mbtcp_sk_ctx(sk);
 	const struct tcp_sock *tp = tcp_sk(sk);
 	bool slow;
 
@@ -1307,18 +1307,18 @@ static int mbufmux_outq(struct sock *sk, int cmd, int *answ)
 }
 
 #ifdef MBUFMUX_HAVE_IOCTL_KARG
-static int mbufmux_ioctl(struct sock *sk, int cmd, int *karg)
+static int mbtcp_ioctl(struct sock *sk, int cmd, int *karg)
 {
-	struct mbufmux_sock *ctx = mbufmux_sk_ctx(sk);
-	int err = mbufmux_outq(sk, cmd, karg);
+	struct mbtcp_sock *ctx = mbtcp_sk_ctx(sk);
+	int err = mbtcp_outq(sk, cmd, karg);
 
 	return err == -ENOIOCTLCMD ? ctx->sk_proto->ioctl(sk, cmd, karg) : err;
 }
 #else
-static int mbufmux_ioctl(struct sock *sk, int cmd, unsigned long arg)
+static int mbtcp_ioctl(struct sock *sk, int cmd, unsigned long arg)
 {
-	struct mbufmux_sock *ctx = mbufmux_sk_ctx(sk);
-	int answ, err = mbufmux_outq(sk, cmd, &answ);
+	struct mbtcp_sock *ctx = mbtcp_sk_ctx(sk);
+	int answ, err = mbtcp_outq(sk, cmd, &answ);
 
 	if (err == -ENOIOCTLCMD)
 		return ctx->sk_proto->ioctl(sk, cmd, arg);
@@ -1326,14 +1326,14 @@ static int mbufmux_ioctl(struct sock *sk, int cmd, unsigned long arg)
 }
 #endif
 
-static void mbufmux_ctx_free_rcu(struct rcu_head *head)
+static void mbtcp_ctx_free_rcu(struct rcu_head *head)
 {
-	kfree(container_of(head, struct mbufmux_sock, rcu));
+	kfree(container_of(head, struct mbtcp_sock, rcu));
 }
 
-static void mbufmux_close(struct sock *sk, long timeout)
+static void mbtcp_close(struct sock *sk, long timeout)
 {
-	struct mbufmux_sock *ctx = mbufmux_sk_ctx(sk);
+	struct mbtcp_sock *ctx = mbtcp_sk_ctx(sk);
 	struct proto *sk_proto = ctx->sk_proto;
 	bool keep;
 	int err;
@@ -1341,23 +1341,23 @@ static void mbufmux_close(struct sock *sk, long timeout)
 	lock_sock(sk);
 	if (sock_flag(sk, SOCK_LINGER) && !sk->sk_lingertime) {
 		/* An abortive close: TCP drops its own queue too. */
-		mbufmux_drop(sk, ctx, -ECONNABORTED);
+		mbtcp_drop(sk, ctx, -ECONNABORTED);
 	} else if (ctx->staged) {
-		err = mbufmux_push_force(sk, ctx);
+		err = mbtcp_push_force(sk, ctx);
 		if (err)
-			mbufmux_drop(sk, ctx, err);
+			mbtcp_drop(sk, ctx, err);
 	}
 	ctx->closing = true;
 	/*
 	 * The buffer stays with TCP's bytes until TCP has transmitted them
-	 * or given up, and TCP destroys the socket (mbufmux_release()).
+	 * or given up, and TCP destroys the socket (mbtcp_release()).
 	 */
-	keep = mbufmux_holds(ctx) && mbufmux_notsent(sk) && !mbufmux_dead(sk);
+	keep = mbtcp_holds(ctx) && mbtcp_notsent(sk) && !mbtcp_dead(sk);
 	write_lock_bh(&sk->sk_callback_lock);
 	WRITE_ONCE(sk->sk_prot, sk_proto);
-	if (sk->sk_write_space == mbufmux_write_space)
+	if (sk->sk_write_space == mbtcp_write_space)
 		sk->sk_write_space = ctx->sk_write_space;
-	if (sk->sk_error_report == mbufmux_error_report)
+	if (sk->sk_error_report == mbtcp_error_report)
 		sk->sk_error_report = ctx->sk_error_report;
 	write_unlock_bh(&sk->sk_callback_lock);
 	release_sock(sk);
@@ -1375,7 +1375,7 @@ static void mbufmux_close(struct sock *sk, long timeout)
 		mbufmux_waiter_flush(&ctx->waiter);
 	} else {
 		mbufmux_cancel(&ctx->waiter);
-		mbufmux_user_detach(ctx);
+		mbtcp_user_detach(ctx);
 	}
 	sk_proto->close(sk, timeout);
 }
@@ -1385,24 +1385,24 @@ static void mbufmux_close(struct sock *sk, long timeout)
  * dead): the buffer a closed socket kept for its last bytes goes back, and
  * the context after the readers of icsk_ulp_data.
  */
-static void mbufmux_release(struct sock *sk)
+static void mbtcp_release(struct sock *sk)
 {
 	struct inet_connection_sock *icsk = inet_csk(sk);
-	struct mbufmux_sock *ctx = mbufmux_sk_ctx(sk);
+	struct mbtcp_sock *ctx = mbtcp_sk_ctx(sk);
 
 	if (!ctx)
 		return;
 	WARN_ON_ONCE(!ctx->closing);
 	rcu_assign_pointer(icsk->icsk_ulp_data, NULL);
-	mbufmux_sock_put(ctx);
-	mbufmux_user_detach(ctx);
-	call_rcu(&ctx->rcu, mbufmux_ctx_free_rcu);
+	mbtcp_sock_put(ctx);
+	mbtcp_user_detach(ctx);
+	call_rcu(&ctx->rcu, mbtcp_ctx_free_rcu);
 }
 
-static int mbufmux_getsockopt(struct sock *sk, int level, int optname,
-			      char __user *optval, int __user *optlen)
+static int mbtcp_getsockopt(struct sock *sk, int level, int optname,
+			    char __user *optval, int __user *optlen)
 {
-	struct mbufmux_sock *ctx = mbufmux_sk_ctx(sk);
+	struct mbtcp_sock *ctx = mbtcp_sk_ctx(sk);
 	struct mbufmux_info info = {};
 	int len, val;
 
@@ -1417,14 +1417,14 @@ static int mbufmux_getsockopt(struct sock *sk, int level, int optname,
 	switch (optname) {
 	case MBUFMUX_INFO:
 		lock_sock(sk);
-		if (mbufmux_holds(ctx))
+		if (mbtcp_holds(ctx))
 			info.flags |= MBUFMUX_F_HOLDS_BUF;
-		if (mbufmux_parked(ctx))
+		if (mbtcp_parked(ctx))
 			info.flags |= MBUFMUX_F_PARKED;
 		if (READ_ONCE(ctx->user_parked))
 			info.flags |= MBUFMUX_F_USER_CAP;
 		info.block = ctx->block;
-		info.buf_size = mbufmux_size();
+		info.buf_size = mbtcp_size();
 		info.staged = ctx->staged;
 		/* Parked on the pool's queue or on the user's, both count. */
 		info.waits = READ_ONCE(ctx->waiter.waits) +
@@ -1452,8 +1452,8 @@ static int mbufmux_getsockopt(struct sock *sk, int level, int optname,
 }
 
 /* TCP_NODELAY set, TCP_CORK cleared: TCP pushes its queue, we ours. */
-static bool mbufmux_flushes(int level, int optname, sockptr_t optval,
-			    unsigned int optlen)
+static bool mbtcp_flushes(int level, int optname, sockptr_t optval,
+			  unsigned int optlen)
 {
 	int val;
 
@@ -1464,20 +1464,20 @@ static bool mbufmux_flushes(int level, int optname, sockptr_t optval,
 	return optname == TCP_NODELAY ? val : !val;
 }
 
-static int mbufmux_setsockopt(struct sock *sk, int level, int optname,
-			      sockptr_t optval, unsigned int optlen)
+static int mbtcp_setsockopt(struct sock *sk, int level, int optname,
+			    sockptr_t optval, unsigned int optlen)
 {
-	struct mbufmux_sock *ctx = mbufmux_sk_ctx(sk);
+	struct mbtcp_sock *ctx = mbtcp_sk_ctx(sk);
 	int val, err;
 
 	if (level != SOL_MBUFMUX) {
 		err = ctx->sk_proto->setsockopt(sk, level, optname, optval,
 						optlen);
-		if (err || !mbufmux_flushes(level, optname, optval, optlen))
+		if (err || !mbtcp_flushes(level, optname, optval, optlen))
 			return err;
 		lock_sock(sk);
-		mbufmux_flush(sk, ctx);
-		mbufmux_settle(sk, ctx);
+		mbtcp_flush(sk, ctx);
+		mbtcp_settle(sk, ctx);
 		release_sock(sk);
 		return 0;
 	}
@@ -1491,14 +1491,14 @@ static int mbufmux_setsockopt(struct sock *sk, int level, int optname,
 		return -EINVAL;
 	WRITE_ONCE(ctx->block, val);
 	/* Receivers parked by the old mode may go now. */
-	mbufmux_wake(sk);
+	mbtcp_wake(sk);
 	return 0;
 }
 
 #ifdef MBUFMUX_HAVE_SENDPAGE
 /* Before 6.5, sendfile() reaches TCP through ->sendpage: copy it too. */
-static int mbufmux_sendpage(struct sock *sk, struct page *page, int offset,
-			    size_t size, int flags)
+static int mbtcp_sendpage(struct sock *sk, struct page *page, int offset,
+			  size_t size, int flags)
 {
 	struct bio_vec bvec = {
 		.bv_page = page, .bv_offset = offset, .bv_len = size,
@@ -1506,44 +1506,44 @@ static int mbufmux_sendpage(struct sock *sk, struct page *page, int offset,
 	struct msghdr msg = { .msg_flags = flags & ~MSG_SENDPAGE_NOPOLICY };
 
 	iov_iter_bvec(&msg.msg_iter, ITER_SOURCE, &bvec, 1, size);
-	return mbufmux_sendmsg(sk, &msg, size);
+	return mbtcp_sendmsg(sk, &msg, size);
 }
 
-static void mbufmux_build_sendpage(struct proto *prot)
+static void mbtcp_build_sendpage(struct proto *prot)
 {
-	prot->sendpage = mbufmux_sendpage;
+	prot->sendpage = mbtcp_sendpage;
 }
 #else
 /* sendfile() and splice() come through ->sendmsg (MSG_SPLICE_PAGES). */
-static void mbufmux_build_sendpage(struct proto *prot)
+static void mbtcp_build_sendpage(struct proto *prot)
 {
 }
 #endif
 
-static void mbufmux_build_proto(struct proto *prot, const struct proto *base,
-				struct proto_ops *ops,
-				const struct proto_ops *base_ops)
+static void mbtcp_build_proto(struct proto *prot, const struct proto *base,
+			      struct proto_ops *ops,
+			      const struct proto_ops *base_ops)
 {
 	*prot = *base;
-	prot->close = mbufmux_close;
-	prot->sendmsg = mbufmux_sendmsg;
-	prot->recvmsg = mbufmux_recvmsg;
-	prot->shutdown = mbufmux_shutdown;
-	prot->disconnect = mbufmux_disconnect;
-	prot->getsockopt = mbufmux_getsockopt;
-	prot->setsockopt = mbufmux_setsockopt;
-	prot->stream_memory_free = mbufmux_stream_memory_free;
-	prot->ioctl = mbufmux_ioctl;
-	mbufmux_build_sendpage(prot);
+	prot->close = mbtcp_close;
+	prot->sendmsg = mbtcp_sendmsg;
+	prot->recvmsg = mbtcp_recvmsg;
+	prot->shutdown = mbtcp_shutdown;
+	prot->disconnect = mbtcp_disconnect;
+	prot->getsockopt = mbtcp_getsockopt;
+	prot->setsockopt = mbtcp_setsockopt;
+	prot->stream_memory_free = mbtcp_stream_memory_free;
+	prot->ioctl = mbtcp_ioctl;
+	mbtcp_build_sendpage(prot);
 	/* sockmap would route sends around the staged bytes: refuse it. */
 	prot->psock_update_sk_prot = NULL;
 
 	*ops = *base_ops;
-	ops->poll = mbufmux_poll;
+	ops->poll = mbtcp_poll;
 }
 
 /* Build the IPv6 copies from the first IPv6 socket, as kTLS does. */
-static int mbufmux_build_tcpv6(struct sock *sk)
+static int mbtcp_build_tcpv6(struct sock *sk)
 {
 	const struct proto *prot = READ_ONCE(sk->sk_prot);
 	int err = 0;
@@ -1554,9 +1554,9 @@ static int mbufmux_build_tcpv6(struct sock *sk)
 
 	mutex_lock(&tcpv6_prot_mutex);
 	if (!saved_tcpv6_prot) {
-		mbufmux_build_proto(&mbufmux_prots[MBUFMUX_IPV6], prot,
-				    &mbufmux_proto_ops[MBUFMUX_IPV6],
-				    sk->sk_socket->ops);
+		mbtcp_build_proto(&mbtcp_prots[MBTCP_IPV6], prot,
+				  &mbtcp_proto_ops[MBTCP_IPV6],
+				  sk->sk_socket->ops);
 		saved_tcpv6_ops = sk->sk_socket->ops;
 		/* Publish the copies, then the proto they were built from */
 		smp_store_release(&saved_tcpv6_prot, prot);
@@ -1567,10 +1567,10 @@ static int mbufmux_build_tcpv6(struct sock *sk)
 	return err;
 }
 
-static int mbufmux_tcp_init(struct sock *sk)
+static int mbtcp_ulp_init(struct sock *sk)
 {
 	struct inet_connection_sock *icsk = inet_csk(sk);
-	struct mbufmux_sock *ctx;
+	struct mbtcp_sock *ctx;
 	int ver, err;
 
 	/* No clone(): a listener's children would share the context. */
@@ -1581,13 +1581,13 @@ static int mbufmux_tcp_init(struct sock *sk)
 		return -EOPNOTSUPP;
 
 	if (sk->sk_family == AF_INET6) {
-		err = mbufmux_build_tcpv6(sk);
+		err = mbtcp_build_tcpv6(sk);
 		if (err)
 			return err;
-		ver = MBUFMUX_IPV6;
+		ver = MBTCP_IPV6;
 	} else if (sk->sk_prot == &tcp_prot &&
 		   sk->sk_socket->ops == &inet_stream_ops) {
-		ver = MBUFMUX_IPV4;
+		ver = MBTCP_IPV4;
 	} else {
 		return -EOPNOTSUPP;
 	}
@@ -1595,8 +1595,8 @@ static int mbufmux_tcp_init(struct sock *sk)
 	ctx = kzalloc(sizeof(*ctx), GFP_KERNEL_ACCOUNT);
 	if (!ctx)
 		return -ENOMEM;
-	mbufmux_waiter_init(&ctx->waiter, tcp_pool, &mbufmux_waiter_ops);
-	INIT_WORK(&ctx->tx_work, mbufmux_tx_work);
+	mbufmux_waiter_init(&ctx->waiter, tcp_pool, &mbtcp_waiter_ops);
+	INIT_WORK(&ctx->tx_work, mbtcp_tx_work);
 	ctx->sk = sk;
 	ctx->sk_proto = sk->sk_prot;
 	ctx->block = MBUFMUX_BLOCK_BOTH;
@@ -1614,7 +1614,7 @@ static int mbufmux_tcp_init(struct sock *sk)
 		ctx->margin = 0;
 	} else {
 		ctx->margin = MBUFMUX_MARGIN_RESERVE;
-		ctx->user = mbufmux_user_get(sk->sk_uid);
+		ctx->user = mbtcp_user_get(sk->sk_uid);
 		if (!ctx->user) {
 			kfree(ctx);
 			return -ENOMEM;
@@ -1625,23 +1625,23 @@ static int mbufmux_tcp_init(struct sock *sk)
 	write_lock_bh(&sk->sk_callback_lock);
 	rcu_assign_pointer(icsk->icsk_ulp_data, ctx);
 	ctx->sk_write_space = sk->sk_write_space;
-	sk->sk_write_space = mbufmux_write_space;
+	sk->sk_write_space = mbtcp_write_space;
 	ctx->sk_error_report = sk->sk_error_report;
-	sk->sk_error_report = mbufmux_error_report;
-	WRITE_ONCE(sk->sk_prot, &mbufmux_prots[ver]);
-	WRITE_ONCE(sk->sk_socket->ops, &mbufmux_proto_ops[ver]);
+	sk->sk_error_report = mbtcp_error_report;
+	WRITE_ONCE(sk->sk_prot, &mbtcp_prots[ver]);
+	WRITE_ONCE(sk->sk_socket->ops, &mbtcp_proto_ops[ver]);
 	write_unlock_bh(&sk->sk_callback_lock);
 	return 0;
 }
 
-static struct tcp_ulp_ops mbufmux_tcp_ulp_ops __read_mostly = {
+static struct tcp_ulp_ops mbtcp_ulp_ops __read_mostly = {
 	.name		= "mbufmux",
 	.owner		= THIS_MODULE,
-	.init		= mbufmux_tcp_init,
-	.release	= mbufmux_release,
+	.init		= mbtcp_ulp_init,
+	.release	= mbtcp_release,
 };
 
-static int __init mbufmux_tcp_module_init(void)
+static int __init mbtcp_module_init(void)
 {
 	struct mbufmux_pool_params params = {
 		.name = "tcp",
@@ -1654,11 +1654,11 @@ static int __init mbufmux_tcp_module_init(void)
 	};
 	int err;
 
-	mbufmux_build_proto(&mbufmux_prots[MBUFMUX_IPV4], &tcp_prot,
-			    &mbufmux_proto_ops[MBUFMUX_IPV4], &inet_stream_ops);
+	mbtcp_build_proto(&mbtcp_prots[MBTCP_IPV4], &tcp_prot,
+			  &mbtcp_proto_ops[MBTCP_IPV4], &inet_stream_ops);
 
-	mbufmux_tcp_wq = alloc_workqueue("mbufmux_tcp", 0, 0);
-	if (!mbufmux_tcp_wq)
+	mbtcp_wq = alloc_workqueue("mbufmux_tcp", 0, 0);
+	if (!mbtcp_wq)
 		return -ENOMEM;
 
 	/* The pool checks the parameters: only they can be out of range. */
@@ -1674,37 +1674,37 @@ static int __init mbufmux_tcp_module_init(void)
 	}
 	tcp_buf_size = mbufmux_pool_buf_size(tcp_pool);
 
-	mbufmux_users_file = debugfs_create_file("users", 0444,
-						 mbufmux_pool_debugfs_dir(tcp_pool),
-						 NULL, &mbufmux_users_fops);
-	err = tcp_register_ulp(&mbufmux_tcp_ulp_ops);
+	mbtcp_users_file = debugfs_create_file("users", 0444,
+					       mbufmux_pool_debugfs_dir(tcp_pool),
+					       NULL, &mbtcp_users_fops);
+	err = tcp_register_ulp(&mbtcp_ulp_ops);
 	if (err)
 		goto err_pool;
 	return 0;
 
 err_pool:
-	debugfs_remove(mbufmux_users_file);
+	debugfs_remove(mbtcp_users_file);
 	mbufmux_pool_destroy(tcp_pool);
 	tcp_pool = NULL;
 err_wq:
-	destroy_workqueue(mbufmux_tcp_wq);
+	destroy_workqueue(mbtcp_wq);
 	return err;
 }
 
-static void __exit mbufmux_tcp_module_exit(void)
+static void __exit mbtcp_module_exit(void)
 {
 	/* Every attached socket holds a module reference: none is left. */
-	tcp_unregister_ulp(&mbufmux_tcp_ulp_ops);
-	destroy_workqueue(mbufmux_tcp_wq);
+	tcp_unregister_ulp(&mbtcp_ulp_ops);
+	destroy_workqueue(mbtcp_wq);
 	/* Contexts are freed after a grace period. */
 	rcu_barrier();
 	/* Ours, in the pool's directory: the pool may outlive us. */
-	debugfs_remove(mbufmux_users_file);
+	debugfs_remove(mbtcp_users_file);
 	mbufmux_pool_destroy(tcp_pool);
 }
 
-module_init(mbufmux_tcp_module_init);
-module_exit(mbufmux_tcp_module_exit);
+module_init(mbtcp_module_init);
+module_exit(mbtcp_module_exit);
 
 MODULE_AUTHOR("The mbufmux developers");
 MODULE_DESCRIPTION("mbufmux TCP upper-layer protocol: socket buffers from a shared, bounded pool");

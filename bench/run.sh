@@ -168,7 +168,7 @@ commit=$(git -C "$repo" describe --always --dirty 2>/dev/null || echo unknown)
 # The context's layout, from the module's debug information, if pahole is here.
 ctx_sizeof=null
 if command -v pahole >/dev/null; then
-	ctx_sizeof=$(pahole -C mbufmux_sock "$repo/mbufmux_tcp.ko" 2>/dev/null |
+	ctx_sizeof=$(pahole -C mbtcp_sock "$repo/mbufmux_tcp.ko" 2>/dev/null |
 		sed -n 's/.*\/\* size: \([0-9]*\),.*/\1/p' | head -n 1)
 	[ -n "$ctx_sizeof" ] || ctx_sizeof=null
 fi
