@@ -129,8 +129,10 @@ check-debug: deps srctree
 # PREFER_DEFINED_ATTRIBUTE_MACRO: userspace defines its own __printf().
 CHECKPATCH	:= $(SRCTREE)/scripts/checkpatch.pl --strict --no-tree --quiet \
 		   --ignore SPDX_LICENSE_TAG,FILE_PATH_CHANGES
+# The ULP's sources (Kbuild: mbufmux_tcp-y).
+TCP_SRC		:= mbufmux_tcp_main.c
 # The test modules are selftests/test_*.c; the rest there is userspace.
-KERNEL_SRC	:= mbufmux.c mbufmux.h mbufmux_compat.h mbufmux_tcp.c \
+KERNEL_SRC	:= mbufmux.c mbufmux.h mbufmux_compat.h $(TCP_SRC) \
 		   uapi/mbufmux.h \
 		   $(filter-out %.mod.c, $(wildcard selftests/test_*.c)) \
 		   $(wildcard bench/*_kern.c)
@@ -151,7 +153,7 @@ style-installed:
 	$(CHECKPATCH) --ignore PREFER_KERNEL_TYPES,PREFER_DEFINED_ATTRIBUTE_MACRO \
 		-f $(USER_SRC)
 	$(SRCTREE)/scripts/kernel-doc -none -Wall mbufmux.h mbufmux_compat.h \
-		mbufmux.c mbufmux_tcp.c uapi/mbufmux.h
+		mbufmux.c $(TCP_SRC) uapi/mbufmux.h
 	$(MAKE) -s -C $(KDIR_VM) M=$(CURDIR) C=2 CHECK="sparse" modules \
 		> build/sparse.log 2>&1 || (cat build/sparse.log; exit 1)
 	$(MAKE) -s -C $(KDIR_VM) M=$(CURDIR) C=2 CHECK="sparse" \

@@ -14,7 +14,7 @@
 /*
  * A parked socket whose receive side is stalled may read (both directions
  * blocked otherwise): a pool of one buffer, held; v parked. A few bytes
- * from its peer do not make it readable (park_both in mbufmux_tcp.c
+ * from its peer do not make it readable (park_both in ulp_park.c
  * checks that), so a blocking recv() sleeps; once its peer has filled v's
  * window (sending until EAGAIN), that recv() returns, and poll() reports
  * v readable with more waiting. Fails if a parked socket may not read
