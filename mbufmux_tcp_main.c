@@ -229,6 +229,8 @@ static const struct proto *saved_tcpv6_prot;
 static const struct proto_ops *saved_tcpv6_ops;
 static DEFINE_MUTEX(tcpv6_prot_mutex);
 static struct workqueue_struct *mbtcp_wq;
+/* The ULP's debugfs directory, mbufmux_tcp/: the pool's is the pool's. */
+static struct dentry *mbtcp_debugfs;
 
 static struct mbtcp_sock *mbtcp_sk_ctx(const struct sock *sk)
 {
@@ -295,7 +297,6 @@ static unsigned int user_limit;
 static DEFINE_HASHTABLE(mbtcp_users, 6);
 /* Protects mbtcp_users, each mbtcp_user and the sockets' user fields. */
 static DEFINE_SPINLOCK(mbtcp_users_lock);
-static struct dentry *mbtcp_users_file;
 
 /* The cap: user_limit, or by default half of what the reserve leaves. */
 static unsigned int mbtcp_user_cap(void)
@@ -1674,16 +1675,17 @@ static int __init mbtcp_module_init(void)
 	}
 	tcp_buf_size = mbufmux_pool_buf_size(tcp_pool);
 
-	mbtcp_users_file = debugfs_create_file("users", 0444,
-					       mbufmux_pool_debugfs_dir(tcp_pool),
-					       NULL, &mbtcp_users_fops);
+	/* As for any debugfs user: without its files, the ULP still works. */
+	mbtcp_debugfs = debugfs_create_dir(KBUILD_MODNAME, NULL);
+	debugfs_create_file("users", 0444, mbtcp_debugfs, NULL,
+			    &mbtcp_users_fops);
 	err = tcp_register_ulp(&mbtcp_ulp_ops);
 	if (err)
-		goto err_pool;
+		goto err_debugfs;
 	return 0;
 
-err_pool:
-	debugfs_remove(mbtcp_users_file);
+err_debugfs:
+	debugfs_remove(mbtcp_debugfs);
 	mbufmux_pool_destroy(tcp_pool);
 	tcp_pool = NULL;
 err_wq:
@@ -1695,11 +1697,11 @@ static void __exit mbtcp_module_exit(void)
 {
 	/* Every attached socket holds a module reference: none is left. */
 	tcp_unregister_ulp(&mbtcp_ulp_ops);
+	/* Waits for the files' readers: none is left for what goes below. */
+	debugfs_remove(mbtcp_debugfs);
 	destroy_workqueue(mbtcp_wq);
 	/* Contexts are freed after a grace period. */
 	rcu_barrier();
-	/* Ours, in the pool's directory: the pool may outlive us. */
-	debugfs_remove(mbtcp_users_file);
 	mbufmux_pool_destroy(tcp_pool);
 }
 

@@ -54,7 +54,8 @@
 #define MODULE_DIR	"/sys/module/mbufmux_tcp"
 #define PARAM_DIR	MODULE_DIR "/parameters/"
 #define DBG_ROOT	"/sys/kernel/debug/mbufmux/"
-#define DBG_DIR		DBG_ROOT "tcp/"
+#define DBG_DIR		DBG_ROOT "tcp/"	/* the ULP's pool */
+#define ULP_DBG_DIR	"/sys/kernel/debug/mbufmux_tcp/"	/* the ULP's own */
 #define MODULE_DIR_VM	"/mbufmux"	/* where the test VM keeps the .ko */
 
 /* Hang guards, in milliseconds. */
@@ -178,9 +179,9 @@ bool wait_pool(long long in_use, long long waiters, int ms);
  */
 long waiters_read(unsigned short *ports, long max);
 
-/* The per-user cap: DBG_DIR/users */
+/* The per-user cap: ULP_DBG_DIR/users */
 
-#define USERS_FILE	DBG_DIR "users"
+#define USERS_FILE	ULP_DBG_DIR "users"
 
 /* One user's line: its attached sockets the cap applies to, ... */
 struct user_counts {

@@ -142,7 +142,8 @@ shell)
 	mbufmux test VM: $(uname -r)
 	  modules loaded: $(cut -d ' ' -f 1 /proc/modules | tr '\n' ' ')
 	  modules:   /mbufmux/    selftests: /selftests/ (run-tests: vm-runtests.sh)
-	  debugfs:   /sys/kernel/debug/mbufmux    tracing: /sys/kernel/tracing
+	  debugfs:   /sys/kernel/debug/mbufmux (pools), /sys/kernel/debug/mbufmux_tcp (ULP)
+	  tracing:   /sys/kernel/tracing
 	  exit the shell to power off
 
 	EOF

@@ -263,6 +263,7 @@ TEST_F_TIMEOUT(adv, load_extremes, 600)
 		EXPECT_EQ(module_load(bad[i]), -EINVAL) TH_LOG("%s", bad[i]);
 		EXPECT_FALSE(module_loaded("mbufmux_tcp"));
 		EXPECT_NE(access(DBG_DIR, F_OK), 0);
+		EXPECT_NE(access(ULP_DBG_DIR, F_OK), 0);
 		EXPECT_NE(access("/sys/kernel/slab/mbufmux_tcp", F_OK), 0);
 		if (module_loaded("mbufmux_tcp"))
 			module_unload(REST_MS);
@@ -272,6 +273,7 @@ TEST_F_TIMEOUT(adv, load_extremes, 600)
 	err = module_load("limit=16777216 reserve=16777215");
 	EXPECT_EQ(err, -ENOMEM) TH_LOG("%s", strerror(-err));
 	EXPECT_NE(access(DBG_DIR, F_OK), 0);
+	EXPECT_NE(access(ULP_DBG_DIR, F_OK), 0);
 	EXPECT_NE(access("/sys/kernel/slab/mbufmux_tcp", F_OK), 0);
 	if (!err)
 		ASSERT_EQ(module_unload(REST_MS), 0);

@@ -391,6 +391,7 @@ TEST_F_TIMEOUT(adv, rmmod_orphans, 300)
 	ASSERT_EQ(module_unload(REST_MS), 0) TH_LOG("%s", strerror(errno));
 	EXPECT_FALSE(module_loaded("mbufmux_tcp"));
 	EXPECT_NE(access(DBG_DIR, F_OK), 0);
+	EXPECT_NE(access(ULP_DBG_DIR, F_OK), 0);
 	EXPECT_NE(access("/sys/kernel/slab/mbufmux_tcp", F_OK), 0);
 	ASSERT_EQ(module_restore(), 0);
 	fd[0] = new_pair(_metadata, self, 0, true, &peer[0]);

@@ -14,6 +14,7 @@ set -u
 
 FS=/sys/kernel/debug/failslab
 DBG=/sys/kernel/debug/mbufmux
+DBG_TCP=/sys/kernel/debug/mbufmux_tcp	# the ULP's own files
 MODDIR=${MBUFMUX_MODDIR:-/mbufmux}
 if [ ! -d "$FS" ] || [ ! -d /sys/kernel/slab ]; then
 	echo "1..0 # SKIP no failslab or /sys/kernel/slab (CONFIG_FAILSLAB)"
@@ -116,6 +117,7 @@ grep -qw mbufmux /proc/sys/net/ipv4/tcp_available_ulp && bad="$bad ulp-registere
 rmmod test_mbufmux || bad="$bad rmmod-holder"
 [ -e /sys/kernel/slab/mbufmux_tcp ] && bad="$bad cache-left"
 [ -e $DBG/tcp ] && bad="$bad debugfs-left"
+[ -e $DBG_TCP ] && bad="$bad ulp-debugfs-left"
 insmod "$MODDIR/mbufmux_tcp.ko" || bad="$bad reload"
 grep -qw mbufmux /proc/sys/net/ipv4/tcp_available_ulp || bad="$bad ulp-missing"
 [ -z "$bad" ]
@@ -173,6 +175,7 @@ left_mbufmux() {
 left_tcp() {
 	grep -q '^mbufmux_tcp ' /proc/modules && echo module
 	[ -e $DBG/tcp ] && echo debugfs
+	[ -e $DBG_TCP ] && echo ulp-debugfs
 	grep -q '^tcp ' $DBG/pools 2>/dev/null && echo pool-listed
 	caches && echo cache
 	grep -qw mbufmux /proc/sys/net/ipv4/tcp_available_ulp && echo ulp

@@ -11,7 +11,7 @@ set -u
 
 . "$(dirname "$0")/ktap.sh"
 absent() { ! grep -q "^$1 " /proc/modules; }
-gone() { [ ! -e "$1" ]; }
+gone() { for f; do [ ! -e "$f" ] || return 1; done; }
 
 echo "TAP version 13"
 echo "1..5"
@@ -25,5 +25,6 @@ check "rmmod mbufmux_tcp" absent mbufmux_tcp
 check "rmmod mbufmux" rmmod mbufmux
 check "mbufmux is gone" absent mbufmux
 check "no mbufmux slab cache left" sh -c '! ls /sys/kernel/slab 2>/dev/null | grep -q mbufmux'
-check "no debugfs directory left" gone /sys/kernel/debug/mbufmux
+check "no debugfs directory left" gone /sys/kernel/debug/mbufmux \
+	/sys/kernel/debug/mbufmux_tcp
 [ $failed -eq 0 ]
