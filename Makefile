@@ -130,7 +130,7 @@ check-debug: deps srctree
 CHECKPATCH	:= $(SRCTREE)/scripts/checkpatch.pl --strict --no-tree --quiet \
 		   --ignore SPDX_LICENSE_TAG,FILE_PATH_CHANGES
 # The ULP's sources (Kbuild: mbufmux_tcp-y).
-TCP_SRC		:= mbufmux_tcp_main.c
+TCP_SRC		:= mbufmux_tcp_main.c mbufmux_tcp_user.c mbufmux_tcp_user.h
 # The test modules are selftests/test_*.c; the rest there is userspace.
 KERNEL_SRC	:= mbufmux.c mbufmux.h mbufmux_compat.h $(TCP_SRC) \
 		   uapi/mbufmux.h \

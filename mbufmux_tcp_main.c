@@ -25,20 +25,18 @@
  * EAGAIN. When a buffer is handed to it, the waiter's callback wakes its
  * poll waiters and poll recomputes the real readiness.
  *
- * Per-user cap. Sockets of one user (the socket's owner, sk_uid) hold at
- * most user_limit buffers or places in the pool's queue at once; the next
- * one parks on the user's own FIFO, in front of the pool, exactly as if it
- * were parked on the pool, until one of the user's sockets gives its
- * buffer back. Sockets attached with CAP_NET_ADMIN (those allowed the
- * reserve) are exempt.
+ * Per-user cap (mbufmux_tcp_user.c). Sockets of one user hold at most
+ * user_limit buffers or places in the pool's queue at once; the next one
+ * parks on the user's own FIFO, in front of the pool. Sockets attached
+ * with CAP_NET_ADMIN (those allowed the reserve) are exempt.
  *
  * This module knows sockets and uses only the exported API of mbufmux.ko,
  * as any other consumer would.
  *
  * Locking: the staged bytes and the buffer they live in belong to the
  * socket lock (lock_sock(), or the socket's spinlock in softirq while
- * nobody owns it: see struct mbtcp_sock); the per-user counts and FIFOs
- * to mbtcp_users_lock, taken with bottom halves off. The waiter's
+ * nobody owns it: see struct mbtcp_sock); the per-user cap's state to
+ * the cap's own lock (mbufmux_tcp_user.c). The waiter's
  * callback takes no socket lock, so the close path may cancel it at any
  * point; the tx work takes the socket lock, so it is disabled only after
  * the lock is released.
@@ -47,8 +45,6 @@
 
 #include <linux/capability.h>
 #include <linux/debugfs.h>
-#include <linux/hashtable.h>
-#include <linux/ktime.h>
 #include <linux/module.h>
 #include <linux/moduleparam.h>
 #include <linux/mutex.h>
@@ -69,6 +65,7 @@
 
 #include "mbufmux.h"
 #include "mbufmux_compat.h"
+#include "mbufmux_tcp_user.h"
 #include "uapi/mbufmux.h"
 
 /* Module parameters */
@@ -93,8 +90,6 @@ MODULE_PARM_DESC(buf_size, "size of each socket's buffer, bytes (set at load, 64
 static unsigned int limit = MBTCP_LIMIT_DEFAULT;
 static unsigned int reserve;
 static struct mbufmux_pool *tcp_pool;
-
-static void mbtcp_users_grant_all(void);
 
 /*
  * Both go to the pool at once, which checks them against each other (and
@@ -126,7 +121,7 @@ static int mbtcp_param_set(const char *val, const struct kernel_param *kp)
 		return err;
 	}
 	/* The automatic per-user cap follows them. */
-	mbtcp_users_grant_all();
+	mbtcp_user_cap_changed();
 	return 0;
 }
 
@@ -149,6 +144,12 @@ MODULE_PARM_DESC(limit, "most buffers in use at once (1 to 16777216; raising it 
 module_param_cb(reserve, &mbtcp_param_ops, &reserve, 0644);
 MODULE_PARM_DESC(reserve, "buffers only CAP_NET_ADMIN sockets may take (below limit)");
 
+/* The automatic per-user cap is half of them (mbufmux_tcp_user.h). */
+unsigned int mbtcp_unreserved(void)
+{
+	return mbufmux_pool_limit(tcp_pool) - mbufmux_pool_reserve(tcp_pool);
+}
+
 /* Per-socket context */
 
 /**
@@ -166,8 +167,8 @@ MODULE_PARM_DESC(reserve, "buffers only CAP_NET_ADMIN sockets may take (below li
  *	(or flushed): pushed whenever TCP takes them, even while bytes
  *	behind them are held
  * @margin: the pool margin of this socket's requests
- * @user: the owner's share of the pool, or NULL if the socket is exempt
- * @user_node: on @user's FIFO while parked by the cap (mbtcp_users_lock)
+ * @user_waiter: the socket under its owner's per-user cap (its user is
+ *	NULL if the socket is exempt)
  * @block: enum mbufmux_block
  * @pushing: in tcp_sendmsg_locked(), which may run the write-space
  *	callback from the backlog: that callback leaves the buffer alone
@@ -179,13 +180,6 @@ MODULE_PARM_DESC(reserve, "buffers only CAP_NET_ADMIN sockets may take (below li
  *	mark (close, shutdown); read by mbtcp_stream_memory_free()
  * @closing: close() has run; the context lives on, with the buffer if
  *	TCP has bytes left to transmit, until TCP destroys the socket
- * @user_slot: counts against @user's cap: the socket holds a buffer or a
- *	place in the pool's queue, or was granted the right to take one
- *	(set under mbtcp_users_lock; cleared by the socket itself)
- * @user_parked: on @user's FIFO (under mbtcp_users_lock)
- * @user_parked_ns: when the socket was parked on @user's FIFO
- * @user_waits: times it was parked there (added to MBUFMUX_INFO's @waits)
- * @user_wait_ns: time it spent there until a slot was granted
  * @rcu: frees the context after the readers of icsk_ulp_data
  *
  * @head, @staged, @flushed and the buffer belong to the socket lock: the
@@ -204,19 +198,13 @@ struct mbtcp_sock {
 	unsigned int staged;
 	unsigned int flushed;
 	unsigned int margin;
-	struct mbtcp_user *user;
-	struct list_head user_node;
+	struct mbtcp_user_waiter user_waiter;
 	u8 block;
 	bool pushing;
 	bool sending;
 	bool used;
 	bool forcing;
 	bool closing;
-	bool user_slot;
-	bool user_parked;
-	u64 user_parked_ns;
-	u64 user_waits;
-	u64 user_wait_ns;
 	struct rcu_head rcu;
 };
 
@@ -243,7 +231,7 @@ static struct mbtcp_sock *mbtcp_sk_ctx(const struct sock *sk)
 static bool mbtcp_parked(const struct mbtcp_sock *ctx)
 {
 	return mbufmux_waiter_queued(&ctx->waiter) ||
-	       READ_ONCE(ctx->user_parked);
+	       mbtcp_user_parked(&ctx->user_waiter);
 }
 
 static unsigned int mbtcp_staged(const struct mbtcp_sock *ctx)
@@ -271,226 +259,6 @@ static void mbtcp_wake(struct sock *sk)
 	mbtcp_wake_events(sk, EPOLLIN | EPOLLRDNORM | MBTCP_POLL_OUT);
 }
 
-/* Per-user cap */
-
-/**
- * struct mbtcp_user - one user's share of the pool
- * @node: in mbtcp_users, hashed by @uid
- * @uid: the sockets' owner
- * @socks: attached sockets of this user that the cap applies to
- * @held: of those, the sockets counted against the cap (@user_slot)
- * @nr_parked: sockets on @parked
- * @parked: sockets waiting for one of the user's slots, oldest first
- *
- * Everything here is under mbtcp_users_lock.
- */
-struct mbtcp_user {
-	struct hlist_node node;
-	kuid_t uid;
-	unsigned int socks;
-	unsigned int held;
-	unsigned int nr_parked;
-	struct list_head parked;
-};
-
-static unsigned int user_limit;
-static DEFINE_HASHTABLE(mbtcp_users, 6);
-/* Protects mbtcp_users, each mbtcp_user and the sockets' user fields. */
-static DEFINE_SPINLOCK(mbtcp_users_lock);
-
-/* The cap: user_limit, or by default half of what the reserve leaves. */
-static unsigned int mbtcp_user_cap(void)
-{
-	unsigned int cap = READ_ONCE(user_limit);
-
-	if (cap)
-		return cap;
-	return max(1U, (mbufmux_pool_limit(tcp_pool) -
-			mbufmux_pool_reserve(tcp_pool)) / 2);
-}
-
-/* Give the free slots of @user to its parked sockets, oldest first. */
-static void mbtcp_user_grant_locked(struct mbtcp_user *user)
-{
-	unsigned int cap = mbtcp_user_cap();
-	struct mbtcp_sock *ctx;
-
-	lockdep_assert_held(&mbtcp_users_lock);
-	while (user->held < cap && !list_empty(&user->parked)) {
-		ctx = list_first_entry(&user->parked, struct mbtcp_sock,
-				       user_node);
-		list_del_init(&ctx->user_node);
-		WRITE_ONCE(user->nr_parked, user->nr_parked - 1);
-		user->held++;
-		WRITE_ONCE(ctx->user_wait_ns, ctx->user_wait_ns +
-			   ktime_get_ns() - ctx->user_parked_ns);
-		WRITE_ONCE(ctx->user_slot, true);
-		WRITE_ONCE(ctx->user_parked, false);
-		/* Still attached: close takes it off the FIFO first. */
-		mbtcp_wake(ctx->sk);
-	}
-}
-
-/* The cap may have grown (user_limit, limit or reserve changed). */
-static void mbtcp_users_grant_all(void)
-{
-	struct mbtcp_user *user;
-	unsigned int bkt;
-
-	spin_lock_bh(&mbtcp_users_lock);
-	hash_for_each(mbtcp_users, bkt, user, node)
-		mbtcp_user_grant_locked(user);
-	spin_unlock_bh(&mbtcp_users_lock);
-}
-
-/*
- * May the socket go to the pool? Yes if it counts against its user's cap
- * already, or the cap has room and nobody of that user is parked before
- * it; otherwise it is parked on the user's FIFO (once).
- */
-static bool mbtcp_user_take(struct mbtcp_sock *ctx)
-{
-	struct mbtcp_user *user = ctx->user;
-	bool ok;
-
-	/* Only the socket itself clears @user_slot: true stays true. */
-	if (!user || READ_ONCE(ctx->user_slot))
-		return true;
-
-	spin_lock_bh(&mbtcp_users_lock);
-	ok = ctx->user_slot;
-	if (!ok && !ctx->user_parked) {
-		if (list_empty(&user->parked) &&
-		    user->held < mbtcp_user_cap()) {
-			user->held++;
-			WRITE_ONCE(ctx->user_slot, true);
-			ok = true;
-		} else {
-			list_add_tail(&ctx->user_node, &user->parked);
-			WRITE_ONCE(user->nr_parked, user->nr_parked + 1);
-			ctx->user_parked_ns = ktime_get_ns();
-			WRITE_ONCE(ctx->user_waits, ctx->user_waits + 1);
-			WRITE_ONCE(ctx->user_parked, true);
-		}
-	}
-	spin_unlock_bh(&mbtcp_users_lock);
-	return ok;
-}
-
-/*
- * The socket gave its buffer or its place in the pool back: leave the
- * user's FIFO, give the slot to the next parked socket of the user.
- */
-static void mbtcp_user_put(struct mbtcp_sock *ctx)
-{
-	struct mbtcp_user *user = ctx->user;
-
-	if (!user)
-		return;
-	spin_lock_bh(&mbtcp_users_lock);
-	if (ctx->user_parked) {
-		list_del_init(&ctx->user_node);
-		WRITE_ONCE(user->nr_parked, user->nr_parked - 1);
-		WRITE_ONCE(ctx->user_parked, false);
-	}
-	if (ctx->user_slot) {
-		WRITE_ONCE(ctx->user_slot, false);
-		user->held--;
-		mbtcp_user_grant_locked(user);
-	}
-	spin_unlock_bh(&mbtcp_users_lock);
-}
-
-/* The share of @uid, one more socket in it; NULL if out of memory. */
-static struct mbtcp_user *mbtcp_user_get(kuid_t uid)
-{
-	struct mbtcp_user *user, *new;
-
-	new = kzalloc(sizeof(*new), GFP_KERNEL);
-	if (!new)
-		return NULL;
-	spin_lock_bh(&mbtcp_users_lock);
-	hash_for_each_possible(mbtcp_users, user, node, __kuid_val(uid)) {
-		if (uid_eq(user->uid, uid))
-			goto found;
-	}
-	user = new;
-	new = NULL;
-	user->uid = uid;
-	INIT_LIST_HEAD(&user->parked);
-	hash_add(mbtcp_users, &user->node, __kuid_val(uid));
-found:
-	user->socks++;
-	spin_unlock_bh(&mbtcp_users_lock);
-	kfree(new);
-	return user;
-}
-
-/* At close: give everything back and leave the user's share. */
-static void mbtcp_user_detach(struct mbtcp_sock *ctx)
-{
-	struct mbtcp_user *user = ctx->user;
-
-	if (!user)
-		return;
-	mbtcp_user_put(ctx);
-	spin_lock_bh(&mbtcp_users_lock);
-	if (--user->socks) {
-		user = NULL;
-	} else {
-		WARN_ON_ONCE(user->held || user->nr_parked);
-		hash_del(&user->node);
-	}
-	spin_unlock_bh(&mbtcp_users_lock);
-	kfree(user);
-	ctx->user = NULL;
-}
-
-static int mbtcp_users_show(struct seq_file *m, void *v)
-{
-	struct mbtcp_user *user;
-	unsigned int bkt;
-
-	spin_lock_bh(&mbtcp_users_lock);
-	seq_printf(m, "cap %u\n", mbtcp_user_cap());
-	hash_for_each(mbtcp_users, bkt, user, node)
-		seq_printf(m, "uid=%u socks=%u held=%u parked=%u\n",
-			   from_kuid_munged(seq_user_ns(m), user->uid),
-			   user->socks, user->held, user->nr_parked);
-	spin_unlock_bh(&mbtcp_users_lock);
-	return 0;
-}
-DEFINE_SHOW_ATTRIBUTE(mbtcp_users);
-
-static int mbtcp_user_limit_set(const char *val,
-				const struct kernel_param *kp)
-{
-	unsigned int v;
-	int err;
-
-	err = kstrtouint(val, 0, &v);
-	if (err)
-		return err;
-	if (v > MBUFMUX_LIMIT_MAX) {
-		pr_warn_ratelimited("user_limit=%u refused: need 0 (automatic) to %u\n",
-				    v, MBUFMUX_LIMIT_MAX);
-		return -EINVAL;
-	}
-	WRITE_ONCE(user_limit, v);
-	/* At load, nobody is attached yet. */
-	if (tcp_pool)
-		mbtcp_users_grant_all();
-	return 0;
-}
-
-static const struct kernel_param_ops mbtcp_user_limit_ops = {
-	.set = mbtcp_user_limit_set,
-	.get = param_get_uint,
-};
-
-module_param_cb(user_limit, &mbtcp_user_limit_ops, &user_limit, 0644);
-MODULE_PARM_DESC(user_limit, "most buffers the sockets of one user hold or wait for at once (0: (limit - reserve) / 2, at least 1); CAP_NET_ADMIN sockets are exempt");
-
 /* The pool's callback: a buffer was handed to a parked socket. */
 static void mbtcp_available(struct mbufmux_waiter *w)
 {
@@ -510,6 +278,15 @@ static void mbtcp_show(struct seq_file *m, const struct mbufmux_waiter *w)
 	seq_printf(m, "tcp sk=%p sport=%u dport=%u staged=%u", sk,
 		   inet_sk(sk)->inet_num, ntohs(inet_sk(sk)->inet_dport),
 		   mbtcp_staged(ctx));
+}
+
+/* The user's cap granted the parked socket a slot: it may go to the pool. */
+void mbtcp_user_granted(struct mbtcp_user_waiter *w)
+{
+	struct mbtcp_sock *ctx = container_of(w, struct mbtcp_sock,
+					      user_waiter);
+
+	mbtcp_wake(ctx->sk);
 }
 
 static const struct mbufmux_waiter_ops mbtcp_waiter_ops = {
@@ -555,7 +332,7 @@ static unsigned int mbtcp_unsent(const struct sock *sk,
 static bool mbtcp_contended(const struct mbtcp_sock *ctx)
 {
 	return mbufmux_pool_waiting(tcp_pool) ||
-	       (ctx->user && READ_ONCE(ctx->user->nr_parked));
+	       mbtcp_user_contended(&ctx->user_waiter);
 }
 
 /*
@@ -602,7 +379,7 @@ static void mbtcp_sock_put(struct mbtcp_sock *ctx)
 	ctx->head = 0;
 	ctx->used = false;
 	mbufmux_put(&ctx->waiter);
-	mbtcp_user_put(ctx);
+	mbtcp_user_put(&ctx->user_waiter);
 }
 
 /*
@@ -1063,7 +840,7 @@ static noinline int mbtcp_send_loop(struct sock *sk,
 
 		/* Never kept across a wait: a callback may give it back. */
 		buf = mbufmux_waiter_buf(&ctx->waiter);
-		if (!buf && mbtcp_user_take(ctx))
+		if (!buf && mbtcp_user_take(&ctx->user_waiter))
 			buf = mbufmux_get(&ctx->waiter, ctx->margin);
 		room = buf ? mbtcp_room(sk, ctx) : 0;
 		if (!room) {
@@ -1257,7 +1034,7 @@ static void mbtcp_shutdown(struct sock *sk, int how)
 		}
 		if (mbtcp_parked(ctx)) {
 			mbufmux_cancel(&ctx->waiter);
-			mbtcp_user_put(ctx);
+			mbtcp_user_put(&ctx->user_waiter);
 		}
 	}
 	ctx->sk_proto->shutdown(sk, how);
@@ -1376,7 +1153,7 @@ static void mbtcp_close(struct sock *sk, long timeout)
 		mbufmux_waiter_flush(&ctx->waiter);
 	} else {
 		mbufmux_cancel(&ctx->waiter);
-		mbtcp_user_detach(ctx);
+		mbtcp_user_detach(&ctx->user_waiter);
 	}
 	sk_proto->close(sk, timeout);
 }
@@ -1396,7 +1173,7 @@ static void mbtcp_release(struct sock *sk)
 	WARN_ON_ONCE(!ctx->closing);
 	rcu_assign_pointer(icsk->icsk_ulp_data, NULL);
 	mbtcp_sock_put(ctx);
-	mbtcp_user_detach(ctx);
+	mbtcp_user_detach(&ctx->user_waiter);
 	call_rcu(&ctx->rcu, mbtcp_ctx_free_rcu);
 }
 
@@ -1422,17 +1199,14 @@ static int mbtcp_getsockopt(struct sock *sk, int level, int optname,
 			info.flags |= MBUFMUX_F_HOLDS_BUF;
 		if (mbtcp_parked(ctx))
 			info.flags |= MBUFMUX_F_PARKED;
-		if (READ_ONCE(ctx->user_parked))
-			info.flags |= MBUFMUX_F_USER_CAP;
 		info.block = ctx->block;
 		info.buf_size = mbtcp_size();
 		info.staged = ctx->staged;
-		/* Parked on the pool's queue or on the user's, both count. */
-		info.waits = READ_ONCE(ctx->waiter.waits) +
-			     READ_ONCE(ctx->user_waits);
+		info.waits = READ_ONCE(ctx->waiter.waits);
 		info.handoffs = READ_ONCE(ctx->waiter.handoffs);
-		info.wait_ns = READ_ONCE(ctx->waiter.wait_ns) +
-			       READ_ONCE(ctx->user_wait_ns);
+		info.wait_ns = READ_ONCE(ctx->waiter.wait_ns);
+		/* Parked on the pool's queue or on the user's, both count. */
+		mbtcp_user_info(&ctx->user_waiter, &info);
 		release_sock(sk);
 		len = min_t(int, len, sizeof(info));
 		if (copy_to_user(optval, &info, len))
@@ -1605,7 +1379,6 @@ static int mbtcp_ulp_init(struct sock *sk)
 	/* Buffers allocated for it while it waits are charged to its cgroup. */
 	ctx->waiter.memcg = sk->sk_memcg;
 #endif
-	INIT_LIST_HEAD(&ctx->user_node);
 	/*
 	 * The reserve is for the administrator's sockets, which the per-user
 	 * cap leaves alone. capable() looks at the initial user namespace:
@@ -1615,10 +1388,10 @@ static int mbtcp_ulp_init(struct sock *sk)
 		ctx->margin = 0;
 	} else {
 		ctx->margin = MBUFMUX_MARGIN_RESERVE;
-		ctx->user = mbtcp_user_get(sk->sk_uid);
-		if (!ctx->user) {
+		err = mbtcp_user_attach(&ctx->user_waiter, sk->sk_uid);
+		if (err) {
 			kfree(ctx);
-			return -ENOMEM;
+			return err;
 		}
 	}
 
@@ -1677,8 +1450,7 @@ static int __init mbtcp_module_init(void)
 
 	/* As for any debugfs user: without its files, the ULP still works. */
 	mbtcp_debugfs = debugfs_create_dir(KBUILD_MODNAME, NULL);
-	debugfs_create_file("users", 0444, mbtcp_debugfs, NULL,
-			    &mbtcp_users_fops);
+	mbtcp_user_debugfs(mbtcp_debugfs);
 	err = tcp_register_ulp(&mbtcp_ulp_ops);
 	if (err)
 		goto err_debugfs;
