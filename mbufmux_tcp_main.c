@@ -373,13 +373,41 @@ static bool mbtcp_writable(const struct sock *sk,
 	return room >= mbtcp_size() / 4;
 }
 
-/* The one place a socket gives its buffer back, with its user's slot. */
-static void mbtcp_sock_put(struct mbtcp_sock *ctx)
+/*
+ * A socket's buffer comes through its user's cap, then the pool, and goes
+ * back to both at once: mbtcp_get(), mbtcp_put() and mbtcp_cancel() are
+ * the only places that take it or give it back.
+ *
+ * The buffer the socket holds, or one the pool gives it now if the cap
+ * lets it ask; NULL while it is parked, by either.
+ */
+static char *mbtcp_get(struct mbtcp_sock *ctx)
+{
+	char *buf = mbufmux_waiter_buf(&ctx->waiter);
+
+	if (!buf && mbtcp_user_take(&ctx->user_waiter))
+		buf = mbufmux_get(&ctx->waiter, ctx->margin);
+	return buf;
+}
+
+/* The buffer goes back, with the user's slot. Process or softirq context. */
+static void mbtcp_put(struct mbtcp_sock *ctx)
 {
 	ctx->head = 0;
 	ctx->used = false;
 	mbufmux_put(&ctx->waiter);
 	mbtcp_user_put(&ctx->user_waiter);
+}
+
+/*
+ * The buffer, or the place in the pool's queue or on the user's FIFO,
+ * goes back. Process context, may sleep (the pool waits for the waiter's
+ * callback): not under a lock that callback takes.
+ */
+static void mbtcp_cancel(struct mbtcp_sock *ctx)
+{
+	mbufmux_cancel(&ctx->waiter);
+	mbtcp_put(ctx);
 }
 
 /*
@@ -395,7 +423,7 @@ static bool mbtcp_settle(struct sock *sk, struct mbtcp_sock *ctx)
 	if (!mbtcp_holds(ctx))
 		return false;
 	if (!ctx->staged && !mbtcp_notsent(sk) && !READ_ONCE(ctx->sending)) {
-		mbtcp_sock_put(ctx);
+		mbtcp_put(ctx);
 		return true;
 	}
 	/* Set already, as a rule, while TCP holds the socket's bytes. */
@@ -577,8 +605,7 @@ static void mbtcp_let_go(struct sock *sk, struct mbtcp_sock *ctx)
 {
 	/* sk_err stays for the program to read. */
 	mbtcp_drop(sk, ctx, -(READ_ONCE(sk->sk_err) ?: ECONNRESET));
-	mbufmux_cancel(&ctx->waiter);
-	mbtcp_sock_put(ctx);
+	mbtcp_cancel(ctx);
 }
 
 static void mbtcp_tx_work(struct work_struct *work)
@@ -836,12 +863,10 @@ static noinline int mbtcp_send_loop(struct sock *sk,
 		 */
 		if (ctx->used && mbtcp_holds(ctx) &&
 		    !mbtcp_unsent(sk, ctx) && mbtcp_contended(ctx))
-			mbtcp_sock_put(ctx);
+			mbtcp_put(ctx);
 
 		/* Never kept across a wait: a callback may give it back. */
-		buf = mbufmux_waiter_buf(&ctx->waiter);
-		if (!buf && mbtcp_user_take(&ctx->user_waiter))
-			buf = mbufmux_get(&ctx->waiter, ctx->margin);
+		buf = mbtcp_get(ctx);
 		room = buf ? mbtcp_room(sk, ctx) : 0;
 		if (!room) {
 			/* Full: TCP must transmit before more can come. */
@@ -1032,10 +1057,8 @@ static void mbtcp_shutdown(struct sock *sk, int how)
 			if (err)
 				mbtcp_drop(sk, ctx, err);
 		}
-		if (mbtcp_parked(ctx)) {
-			mbufmux_cancel(&ctx->waiter);
-			mbtcp_user_put(&ctx->user_waiter);
-		}
+		if (mbtcp_parked(ctx))
+			mbtcp_cancel(ctx);
 	}
 	ctx->sk_proto->shutdown(sk, how);
 	if (how & SEND_SHUTDOWN) {
@@ -1152,7 +1175,7 @@ static void mbtcp_close(struct sock *sk, long timeout)
 		/* No callback may run once the socket is gone. */
 		mbufmux_waiter_flush(&ctx->waiter);
 	} else {
-		mbufmux_cancel(&ctx->waiter);
+		mbtcp_cancel(ctx);
 		mbtcp_user_detach(&ctx->user_waiter);
 	}
 	sk_proto->close(sk, timeout);
@@ -1172,7 +1195,7 @@ static void mbtcp_release(struct sock *sk)
 		return;
 	WARN_ON_ONCE(!ctx->closing);
 	rcu_assign_pointer(icsk->icsk_ulp_data, NULL);
-	mbtcp_sock_put(ctx);
+	mbtcp_put(ctx);
 	mbtcp_user_detach(&ctx->user_waiter);
 	call_rcu(&ctx->rcu, mbtcp_ctx_free_rcu);
 }
