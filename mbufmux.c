@@ -1158,24 +1158,6 @@ void mbufmux_pool_get_stats(struct mbufmux_pool *pool,
 }
 EXPORT_SYMBOL_GPL(mbufmux_pool_get_stats);
 
-/**
- * mbufmux_pool_debugfs_dir() - the pool's debugfs directory
- * @pool: the pool
- *
- * A consumer may add its own read-only files there; it removes them
- * itself (debugfs_remove()) before it destroys the pool, as their data
- * and show functions are its own.
- *
- * Context: any.
- * Return: the directory (mbufmux/<name>), or an error pointer if debugfs
- * is not available: debugfs_create_file() accepts either.
- */
-struct dentry *mbufmux_pool_debugfs_dir(struct mbufmux_pool *pool)
-{
-	return pool->debugfs;
-}
-EXPORT_SYMBOL_GPL(mbufmux_pool_debugfs_dir);
-
 #ifdef MBUFMUX_TEST_HOOKS
 /**
  * mbufmux_pool_inject_slab_failures() - make the next slab allocations fail

@@ -23,7 +23,6 @@
 #include <linux/types.h>
 #include <linux/workqueue.h>
 
-struct dentry;
 struct mbufmux_pool;
 struct mbufmux_waiter;
 struct mem_cgroup;
@@ -231,7 +230,6 @@ unsigned int mbufmux_pool_limit(const struct mbufmux_pool *pool);
 unsigned int mbufmux_pool_reserve(const struct mbufmux_pool *pool);
 unsigned int mbufmux_pool_buf_size(const struct mbufmux_pool *pool);
 bool mbufmux_pool_waiting(const struct mbufmux_pool *pool);
-struct dentry *mbufmux_pool_debugfs_dir(struct mbufmux_pool *pool);
 void mbufmux_pool_get_stats(struct mbufmux_pool *pool,
 			    struct mbufmux_pool_stats *stats);
 
