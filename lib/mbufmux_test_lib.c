@@ -709,49 +709,55 @@ int lsn_open_bufs(struct lsn *l, int family, int rcvbuf, int sndbuf)
 	return err;
 }
 
+/* Closes @fd, errno left as it was: -1, for the caller to return. */
+static int close_keep_errno(int fd)
+{
+	int err = errno;
+
+	close(fd);
+	errno = err;
+	return -1;
+}
+
+/*
+ * The end of a pair: @fd connected to @l and the peer accepted into
+ * *@peer; @fd, or -1 with @fd closed and errno saying why.
+ */
+static int lsn_connect(const struct lsn *l, int fd, int *peer)
+{
+	if (connect(fd, (const struct sockaddr *)&l->addr, l->len))
+		return close_keep_errno(fd);
+	*peer = accept4(l->fd, NULL, NULL, SOCK_CLOEXEC);
+	if (*peer < 0)
+		return close_keep_errno(fd);
+	return fd;
+}
+
 int lsn_pair_opts(const struct lsn *l, const struct sockopts *o, int *peer)
 {
-	int fd, err;
+	int fd;
 
 	fd = socket(l->family, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return -1;
 	if ((o && o->rcvbuf && setint(fd, SOL_SOCKET, SO_RCVBUF, o->rcvbuf)) ||
 	    (o && o->sndbuf && setint(fd, SOL_SOCKET, SO_SNDBUF, o->sndbuf)) ||
-	    (o && o->maxseg && setint(fd, IPPROTO_TCP, TCP_MAXSEG, o->maxseg)) ||
-	    connect(fd, (const struct sockaddr *)&l->addr, l->len))
-		goto err;
-	*peer = accept4(l->fd, NULL, NULL, SOCK_CLOEXEC);
-	if (*peer < 0)
-		goto err;
-	return fd;
-err:
-	err = errno;
-	close(fd);
-	errno = err;
-	return -1;
+	    (o && o->maxseg && setint(fd, IPPROTO_TCP, TCP_MAXSEG, o->maxseg)))
+		return close_keep_errno(fd);
+	return lsn_connect(l, fd, peer);
 }
 
 int lsn_pair_from(const struct lsn *l, const struct sockaddr_in *src,
 		  int *peer)
 {
-	int fd, err;
+	int fd;
 
 	fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return -1;
-	if (bind(fd, (const struct sockaddr *)src, sizeof(*src)) ||
-	    connect(fd, (const struct sockaddr *)&l->addr, l->len))
-		goto err;
-	*peer = accept4(l->fd, NULL, NULL, SOCK_CLOEXEC);
-	if (*peer < 0)
-		goto err;
-	return fd;
-err:
-	err = errno;
-	close(fd);
-	errno = err;
-	return -1;
+	if (bind(fd, (const struct sockaddr *)src, sizeof(*src)))
+		return close_keep_errno(fd);
+	return lsn_connect(l, fd, peer);
 }
 
 int lsn_pair(const struct lsn *l, int *peer)
@@ -814,14 +820,11 @@ long send_backlog_staged(int fd, uint32_t flow)
 int tcp_pair(int *fd, int *peer)
 {
 	struct lsn l;
-	int err;
 
 	if (lsn_open(&l, AF_INET, false))
 		return -1;
 	*fd = lsn_pair(&l, peer);
-	err = errno;
-	close(l.fd);
-	errno = err;
+	close_keep_errno(l.fd);
 	return *fd < 0 ? -1 : 0;
 }
 
