@@ -340,7 +340,7 @@ TEST_F_TIMEOUT(adv, user_cap_wake, 120)
 			ASSERT_EQ(send(a[0], "r", 1, 0), 1);
 			break;
 		case GIVE_DRAIN:
-			recv_pattern(_metadata, ap[0], buf, total, 61);
+			recv_pattern(_metadata, ap[0], total, 61);
 			break;
 		case GIVE_SHUTDOWN:
 			ASSERT_EQ(shutdown(a[0], SHUT_WR), 0);

@@ -87,12 +87,14 @@ static inline int pair_on(struct __test_metadata *_metadata,
 	return fd;
 }
 
-/* Receives @total bytes of pattern @flow. */
+/* Receives @total bytes of pattern @flow, BACKLOG_CHUNK at a time. */
 static inline void recv_pattern(struct __test_metadata *_metadata, int fd,
-				char *buf, size_t total, uint32_t flow)
+				size_t total, uint32_t flow)
 {
+	char *buf = malloc(BACKLOG_CHUNK);
 	size_t got = 0, n;
 
+	ASSERT_NE(buf, NULL);
 	while (got < total) {
 		n = total - got < BACKLOG_CHUNK ? total - got : BACKLOG_CHUNK;
 		n = recv_all(fd, buf, n, WAKE_MS);
@@ -101,6 +103,7 @@ static inline void recv_pattern(struct __test_metadata *_metadata, int fd,
 			TH_LOG("wrong byte after %zu", got);
 		got += n;
 	}
+	free(buf);
 }
 
 #endif /* MBUFMUX_UTIL_H */

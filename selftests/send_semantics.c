@@ -151,7 +151,7 @@ TEST_F(mbufmux_send, full_segments)
 			fd = pair_on(_metadata, &big, ulp, &peer);
 			fill(buf, warm, 79, 0);
 			ASSERT_EQ(send(fd, buf, warm, 0), (ssize_t)warm);
-			recv_pattern(_metadata, peer, buf, warm, 79);
+			recv_pattern(_metadata, peer, warm, 79);
 			end = now_ms() + WAKE_MS;
 			while (outq(fd) && now_ms() < end)
 				sleep_ms(1);
@@ -179,7 +179,7 @@ TEST_F(mbufmux_send, full_segments)
 				       data_segs_out(fd) - segs, outq_nsd(fd));
 			EXPECT_EQ(outq_nsd(fd), (long)(n - mss));
 			ASSERT_EQ(setint(fd, IPPROTO_TCP, TCP_CORK, 0), 0);
-			recv_pattern(_metadata, peer, buf, n, 80);
+			recv_pattern(_metadata, peer, n, 80);
 			close(fd);
 			close(peer);
 		}
@@ -224,7 +224,7 @@ TEST_F(mbufmux_send, flush_mark)
 	ASSERT_GT(st_now, 0) TH_LOG("nothing staged after %zu bytes", sent);
 	ASSERT_EQ(send(fd, "B", 1, MSG_DONTWAIT | MSG_MORE), 1);
 
-	recv_pattern(_metadata, peer, buf, sent, 70);
+	recv_pattern(_metadata, peer, sent, 70);
 	EXPECT_EQ(poll_one(peer, POLLIN, QUIET_MS), 0)
 		TH_LOG("MSG_MORE byte sent before its flush");
 	ASSERT_EQ(send(fd, "C", 1, MSG_DONTWAIT), 1);
@@ -349,11 +349,9 @@ TEST_F(mbufmux_send, shutdown_lets_go)
 {
 	struct pool_stats st, st1;
 	int h, hp, v, vp, w, wp;
-	char *buf;
+	char buf[2];
 	long total;
 
-	buf = malloc(BACKLOG_CHUNK);
-	ASSERT_NE(buf, NULL);
 	shrink(_metadata, 1);
 	h = pair_on(_metadata, &self->lsn, true, &hp);
 	ASSERT_TRUE(hold(h));
@@ -386,7 +384,7 @@ TEST_F(mbufmux_send, shutdown_lets_go)
 			TH_LOG("%ld bytes unsent, no buffer", outq_nsd(h));
 		EXPECT_EQ(info_flags(w), MBUFMUX_F_PARKED);
 	}
-	recv_pattern(_metadata, hp, buf, total, 81);
+	recv_pattern(_metadata, hp, total, 81);
 	EXPECT_TRUE(recv_eof(hp));
 	EXPECT_TRUE(poll_one(w, POLLOUT, WAKE_MS) & POLLOUT);
 	EXPECT_EQ(info_flags(w), MBUFMUX_F_HOLDS_BUF);
@@ -395,7 +393,6 @@ TEST_F(mbufmux_send, shutdown_lets_go)
 	close(wp);
 	close(h);
 	close(hp);
-	free(buf);
 }
 
 /*
@@ -410,11 +407,8 @@ TEST_F(mbufmux_send, shutdown_lets_go)
 TEST_F(mbufmux_send, close_keeps_buffer)
 {
 	int h, hp, v, vp;
-	char *buf;
 	long total;
 
-	buf = malloc(BACKLOG_CHUNK);
-	ASSERT_NE(buf, NULL);
 	shrink(_metadata, 1);
 	h = pair_on(_metadata, &self->small, true, &hp);
 	total = backlog(_metadata, h, 82);
@@ -426,14 +420,13 @@ TEST_F(mbufmux_send, close_keeps_buffer)
 	EXPECT_EQ(info_flags(v), MBUFMUX_F_PARKED);
 	EXPECT_TRUE(wait_pool(1, 1, 0));
 
-	recv_pattern(_metadata, hp, buf, total, 82);
+	recv_pattern(_metadata, hp, total, 82);
 	EXPECT_TRUE(recv_eof(hp));
 	EXPECT_TRUE(poll_one(v, POLLOUT, WAKE_MS) & POLLOUT);
 	EXPECT_EQ(info_flags(v), MBUFMUX_F_HOLDS_BUF);
 	close(v);
 	close(vp);
 	close(hp);
-	free(buf);
 }
 
 /* ---- TCP's semantics ---- */
@@ -562,7 +555,6 @@ TEST_F(mbufmux_send, outq_counts_staged)
 	int fd, peer, tries;
 	char buf[3001];
 	size_t total;
-	char *big;
 
 	fd = pair_on(_metadata, &self->lsn, true, &peer);
 	fill(buf, sizeof(buf), 95, 0);
@@ -580,8 +572,6 @@ TEST_F(mbufmux_send, outq_counts_staged)
 	close(peer);
 
 	/* Stalled: staged bytes and TCP's. */
-	big = malloc(BACKLOG_CHUNK);
-	ASSERT_NE(big, NULL);
 	fd = pair_on(_metadata, &self->small, true, &peer);
 	total = backlog(_metadata, fd, 96);
 	for (tries = 0; tries < 50; tries++) {
@@ -598,12 +588,11 @@ TEST_F(mbufmux_send, outq_counts_staged)
 		TH_LOG("SIOCOUTQNSD %ld, %ld staged, TCP's not sent %ld", nsd,
 		       s1, tcp);
 	EXPECT_GE(q, nsd);
-	recv_pattern(_metadata, peer, big, total, 96);
+	recv_pattern(_metadata, peer, total, 96);
 	EXPECT_TRUE(wait_outq_empty(fd, WAKE_MS))
 		TH_LOG("SIOCOUTQ %ld, SIOCOUTQNSD %ld", outq(fd), outq_nsd(fd));
 	close(fd);
 	close(peer);
-	free(big);
 }
 
 /*

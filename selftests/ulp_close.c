@@ -253,19 +253,15 @@ TEST_F(mbufmux, backlog_drains)
 	struct pool_stats st;
 	size_t total;
 	int fd, peer;
-	char *buf;
 
-	buf = malloc(BACKLOG_CHUNK);
-	ASSERT_NE(buf, NULL);
 	fd = new_pair(_metadata, self, true, &peer);
 	total = backlog(_metadata, fd, 30);
-	recv_pattern(_metadata, peer, buf, total, 30);
+	recv_pattern(_metadata, peer, total, 30);
 	EXPECT_EQ(poll_one(peer, POLLIN, QUIET_MS), 0);
 	EXPECT_EQ(wait_flags(fd, ~0U, 0, WAKE_MS), 0U);
 	ASSERT_EQ(wait_rest(&st, WAKE_MS), 0);
 	EXPECT_EQ(st.allocs - self->st0.allocs,
 		  st.frees - self->st0.frees);
-	free(buf);
 }
 
 /*
@@ -276,16 +272,12 @@ TEST_F(mbufmux, close_backlogged)
 {
 	size_t total;
 	int fd, peer;
-	char *buf;
 
-	buf = malloc(BACKLOG_CHUNK);
-	ASSERT_NE(buf, NULL);
 	fd = new_pair(_metadata, self, true, &peer);
 	total = backlog(_metadata, fd, 31);
 	drop(self, fd);
-	recv_pattern(_metadata, peer, buf, total, 31);
+	recv_pattern(_metadata, peer, total, 31);
 	EXPECT_TRUE(recv_eof(peer));
-	free(buf);
 }
 
 /*
@@ -295,7 +287,7 @@ TEST_F(mbufmux, close_backlogged)
  */
 TEST_F(mbufmux, shutdown_staged)
 {
-	char out[5000], in[5000], *buf;
+	char out[5000], in[5000];
 	struct pool_stats st;
 	size_t total;
 	int fd, peer;
@@ -318,17 +310,14 @@ TEST_F(mbufmux, shutdown_staged)
 	EXPECT_EQ(memcmp(in, "back", 4), 0);
 
 	/* Bytes TCP could not take yet go before the FIN too. */
-	buf = malloc(BACKLOG_CHUNK);
-	ASSERT_NE(buf, NULL);
 	fd = new_pair(_metadata, self, true, &peer);
 	total = backlog(_metadata, fd, 41);
 	ASSERT_EQ(shutdown(fd, SHUT_WR), 0);
-	recv_pattern(_metadata, peer, buf, total, 41);
+	recv_pattern(_metadata, peer, total, 41);
 	EXPECT_TRUE(recv_eof(peer));
 	EXPECT_EQ(wait_flags(fd, ~0U, 0, WAKE_MS), 0U);
 	ASSERT_EQ(send(peer, "back", 4, 0), 4);
 	ASSERT_EQ(recv_all(fd, in, 4, WAKE_MS), 4U);
-	free(buf);
 }
 
 /*
