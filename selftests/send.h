@@ -408,6 +408,23 @@ static inline void stats(struct __test_metadata *_metadata,
 }
 
 /*
+ * A dry pool and a socket that will have to wait on it: the pool one
+ * buffer small, that buffer held by an attached socket (hold(): one byte
+ * with MSG_MORE), returned in *@h and its peer in *@hp. Returns a new
+ * attached socket, its peer in *@vp; parking it, or not, is the test's
+ * own step.
+ */
+static inline int dry_pool_pair(struct __test_metadata *_metadata,
+				struct _test_data_mbufmux_send *self, int *h,
+				int *hp, int *vp)
+{
+	shrink(_metadata, 1);
+	*h = pair_on(_metadata, &self->lsn, true, hp);
+	ASSERT_TRUE(hold(*h));
+	return pair_on(_metadata, &self->lsn, true, vp);
+}
+
+/*
  * send_backlog() on a socket whose peer does not read: returns the bytes
  * sent, and the socket has unsent bytes (staged or TCP's) left.
  */

@@ -28,10 +28,7 @@ TEST_F(mbufmux_send, parked_reads_when_stalled)
 	char in[100];
 	long total;
 
-	shrink(_metadata, 1);
-	h = pair_on(_metadata, &self->lsn, true, &hp);
-	ASSERT_TRUE(hold(h));
-	v = pair_on(_metadata, &self->lsn, true, &vp);
+	v = dry_pool_pair(_metadata, self, &h, &hp, &vp);
 	ASSERT_TRUE(park(v));
 	fill(in, 10, 67, 0);
 	ASSERT_EQ(send(vp, in, 10, 0), 10);

@@ -352,10 +352,7 @@ TEST_F(mbufmux_send, shutdown_lets_go)
 	char buf[2];
 	long total;
 
-	shrink(_metadata, 1);
-	h = pair_on(_metadata, &self->lsn, true, &hp);
-	ASSERT_TRUE(hold(h));
-	v = pair_on(_metadata, &self->lsn, true, &vp);
+	v = dry_pool_pair(_metadata, self, &h, &hp, &vp);
 	ASSERT_TRUE(park(v));
 	stats(_metadata, &st);
 	ASSERT_EQ(shutdown(v, SHUT_WR), 0);
@@ -618,10 +615,7 @@ TEST_F_TIMEOUT(mbufmux_send, disconnect_no_side_effect, 120)
 	long bad;
 
 	/* Parked. */
-	shrink(_metadata, 1);
-	h = pair_on(_metadata, &self->lsn, true, &hp);
-	ASSERT_TRUE(hold(h));
-	v = pair_on(_metadata, &self->lsn, true, &vp);
+	v = dry_pool_pair(_metadata, self, &h, &hp, &vp);
 	fill(out, sizeof(out), 97, 0);
 	c = (struct blocked_call){ .op = CALL_SEND, .fd = v, .buf = out,
 				   .len = sizeof(out) };

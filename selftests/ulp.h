@@ -240,6 +240,21 @@ static inline void holders(struct __test_metadata *_metadata,
 	}
 }
 
+/*
+ * A dry pool and a socket that will have to wait on it: the pool one
+ * buffer small, that buffer kept by one holder (holders()), returned in
+ * *@h and its peer in *@hp. Returns a new attached socket, its peer in
+ * *@vp; parking it, or not, is the test's own step.
+ */
+static inline int dry_pool_pair(struct __test_metadata *_metadata,
+				struct _test_data_mbufmux *self, int *h,
+				int *hp, int *vp)
+{
+	shrink(_metadata, 1);
+	holders(_metadata, self, h, hp, 1);
+	return new_pair(_metadata, self, true, vp);
+}
+
 /* A send without MSG_MORE: the held byte and this one go, then the buffer. */
 static inline void release(struct __test_metadata *_metadata, int fd)
 {

@@ -21,9 +21,7 @@ TEST_F(mbufmux, recv_parked)
 	char out[100], in[100];
 	int h, hp, v, vp;
 
-	shrink(_metadata, 1);
-	holders(_metadata, self, &h, &hp, 1);
-	v = new_pair(_metadata, self, true, &vp);
+	v = dry_pool_pair(_metadata, self, &h, &hp, &vp);
 	ASSERT_TRUE(park(v));
 	fill(out, sizeof(out), 12, 0);
 	ASSERT_EQ(send(vp, out, sizeof(out), 0), (ssize_t)sizeof(out));
@@ -57,9 +55,7 @@ TEST_F(mbufmux, recv_mode_switch)
 	struct blocked_call c = {};
 	char out[100], in[100];
 
-	shrink(_metadata, 1);
-	holders(_metadata, self, &h, &hp, 1);
-	v = new_pair(_metadata, self, true, &vp);
+	v = dry_pool_pair(_metadata, self, &h, &hp, &vp);
 	ASSERT_TRUE(park(v));
 	fill(out, sizeof(out), 13, 0);
 	ASSERT_EQ(send(vp, out, sizeof(out), 0), (ssize_t)sizeof(out));
@@ -88,9 +84,7 @@ TEST_F(mbufmux, epoll_level)
 	int h, hp, v, vp, ep;
 	char buf[4];
 
-	shrink(_metadata, 1);
-	holders(_metadata, self, &h, &hp, 1);
-	v = new_pair(_metadata, self, true, &vp);
+	v = dry_pool_pair(_metadata, self, &h, &hp, &vp);
 	ASSERT_TRUE(park(v));
 	ASSERT_EQ(send(vp, "lvl", 3, 0), 3);
 
@@ -331,9 +325,7 @@ TEST_F(mbufmux, shutdown_parked)
 	int h, hp, v, vp;
 	char buf[4];
 
-	shrink(_metadata, 1);
-	holders(_metadata, self, &h, &hp, 1);
-	v = new_pair(_metadata, self, true, &vp);
+	v = dry_pool_pair(_metadata, self, &h, &hp, &vp);
 	ASSERT_TRUE(park(v));
 
 	ASSERT_EQ(shutdown(v, SHUT_WR), 0);
@@ -362,9 +354,7 @@ TEST_F(mbufmux, shutdown_handed)
 	struct pool_stats st;
 	int h, hp, v, vp;
 
-	shrink(_metadata, 1);
-	holders(_metadata, self, &h, &hp, 1);
-	v = new_pair(_metadata, self, true, &vp);
+	v = dry_pool_pair(_metadata, self, &h, &hp, &vp);
 	ASSERT_TRUE(park(v));
 	release(_metadata, h);
 	ASSERT_TRUE(poll_one(v, POLLOUT, WAKE_MS) & POLLOUT);

@@ -207,9 +207,7 @@ TEST_F(mbufmux, park_both)
 	fd_set rd, wr;
 	char buf[8];
 
-	shrink(_metadata, 1);
-	holders(_metadata, self, &h, &hp, 1);
-	v = new_pair(_metadata, self, true, &vp);
+	v = dry_pool_pair(_metadata, self, &h, &hp, &vp);
 
 	ASSERT_TRUE(park(v));
 	stats(_metadata, &st);
@@ -309,9 +307,7 @@ TEST_F(mbufmux, park_send_only)
 	char buf[8];
 	short ev;
 
-	shrink(_metadata, 1);
-	holders(_metadata, self, &h, &hp, 1);
-	v = new_pair(_metadata, self, true, &vp);
+	v = dry_pool_pair(_metadata, self, &h, &hp, &vp);
 	ASSERT_EQ(setsockopt(v, SOL_MBUFMUX, MBUFMUX_BLOCK, &val, sizeof(val)),
 		  0);
 	ASSERT_TRUE(park(v));
@@ -407,9 +403,7 @@ TEST_F(mbufmux, park_hangup)
 	char buf[8];
 	short ev;
 
-	shrink(_metadata, 1);
-	holders(_metadata, self, &h, &hp, 1);
-	v = new_pair(_metadata, self, true, &vp);
+	v = dry_pool_pair(_metadata, self, &h, &hp, &vp);
 	ASSERT_TRUE(park(v));
 
 	ASSERT_EQ(shutdown(vp, SHUT_WR), 0);
@@ -523,9 +517,7 @@ TEST_F(mbufmux, blocked_send_woken)
 	struct pool_stats st;
 	int h, hp, v, vp;
 
-	shrink(_metadata, 1);
-	holders(_metadata, self, &h, &hp, 1);
-	v = new_pair(_metadata, self, true, &vp);
+	v = dry_pool_pair(_metadata, self, &h, &hp, &vp);
 	fill(out, sizeof(out), 11, 0);
 
 	c.op = CALL_SEND;
@@ -616,9 +608,7 @@ TEST_F(mbufmux, sndtimeo)
 	int h, hp, v, vp;
 	char buf[4];
 
-	shrink(_metadata, 1);
-	holders(_metadata, self, &h, &hp, 1);
-	v = new_pair(_metadata, self, true, &vp);
+	v = dry_pool_pair(_metadata, self, &h, &hp, &vp);
 	ASSERT_EQ(setsockopt(v, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)), 0);
 
 	EXPECT_EQ(send(v, "t", 1, 0), -1);
@@ -656,9 +646,7 @@ TEST_F(mbufmux, signal_interrupts)
 	int h, hp, v, vp;
 	char out[100];
 
-	shrink(_metadata, 1);
-	holders(_metadata, self, &h, &hp, 1);
-	v = new_pair(_metadata, self, true, &vp);
+	v = dry_pool_pair(_metadata, self, &h, &hp, &vp);
 	sigemptyset(&sa.sa_mask);
 	ASSERT_EQ(sigaction(SIGUSR1, &sa, NULL), 0);
 
