@@ -87,6 +87,18 @@ static inline int pair_on(struct __test_metadata *_metadata,
 	return fd;
 }
 
+/*
+ * Starts @c, a call that must sleep on a dry pool, and waits until its
+ * socket is parked: the call is then asleep in the pool's wait list.
+ */
+static inline void start_parked(struct __test_metadata *_metadata,
+				struct blocked_call *c)
+{
+	ASSERT_EQ(blocked_call_start(c), 0);
+	ASSERT_EQ(wait_flags(c->fd, MBUFMUX_F_PARKED, MBUFMUX_F_PARKED,
+			     WAKE_MS) & MBUFMUX_F_PARKED, MBUFMUX_F_PARKED);
+}
+
 /* Receives @total bytes of pattern @flow, BACKLOG_CHUNK at a time. */
 static inline void recv_pattern(struct __test_metadata *_metadata, int fd,
 				size_t total, uint32_t flow)

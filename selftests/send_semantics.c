@@ -619,9 +619,7 @@ TEST_F_TIMEOUT(mbufmux_send, disconnect_no_side_effect, 120)
 	fill(out, sizeof(out), 97, 0);
 	c = (struct blocked_call){ .op = CALL_SEND, .fd = v, .buf = out,
 				   .len = sizeof(out) };
-	ASSERT_EQ(blocked_call_start(&c), 0);
-	ASSERT_EQ(wait_flags(v, MBUFMUX_F_PARKED, MBUFMUX_F_PARKED, WAKE_MS) &
-		  MBUFMUX_F_PARKED, MBUFMUX_F_PARKED);
+	start_parked(_metadata, &c);
 	EXPECT_EQ(connect(v, &unspec, sizeof(unspec)), -1);
 	EXPECT_EQ(errno, EOPNOTSUPP);
 	EXPECT_FALSE(blocked_call_join(&c, QUIET_MS))

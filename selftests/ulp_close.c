@@ -32,10 +32,8 @@ TEST_F(mbufmux, recv_parked)
 	memset(&tv, 0, sizeof(tv));
 	ASSERT_EQ(setsockopt(v, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)), 0);
 
-	c.op = CALL_RECV;
-	c.fd = v;
-	c.buf = in;
-	c.len = sizeof(in);
+	c = (struct blocked_call){ .op = CALL_RECV, .fd = v, .buf = in,
+				   .len = sizeof(in) };
 	ASSERT_EQ(blocked_call_start(&c), 0);
 	EXPECT_FALSE(blocked_call_join(&c, QUIET_MS));
 	release(_metadata, h);
@@ -60,10 +58,8 @@ TEST_F(mbufmux, recv_mode_switch)
 	fill(out, sizeof(out), 13, 0);
 	ASSERT_EQ(send(vp, out, sizeof(out), 0), (ssize_t)sizeof(out));
 
-	c.op = CALL_RECV;
-	c.fd = v;
-	c.buf = in;
-	c.len = sizeof(in);
+	c = (struct blocked_call){ .op = CALL_RECV, .fd = v, .buf = in,
+				   .len = sizeof(in) };
 	ASSERT_EQ(blocked_call_start(&c), 0);
 	EXPECT_FALSE(blocked_call_join(&c, QUIET_MS));
 	ASSERT_EQ(setsockopt(v, SOL_MBUFMUX, MBUFMUX_BLOCK, &val, sizeof(val)),

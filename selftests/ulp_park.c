@@ -520,13 +520,9 @@ TEST_F(mbufmux, blocked_send_woken)
 	v = dry_pool_pair(_metadata, self, &h, &hp, &vp);
 	fill(out, sizeof(out), 11, 0);
 
-	c.op = CALL_SEND;
-	c.fd = v;
-	c.buf = out;
-	c.len = sizeof(out);
-	ASSERT_EQ(blocked_call_start(&c), 0);
-	ASSERT_EQ(wait_flags(v, MBUFMUX_F_PARKED, MBUFMUX_F_PARKED, WAKE_MS) &
-		  MBUFMUX_F_PARKED, MBUFMUX_F_PARKED);
+	c = (struct blocked_call){ .op = CALL_SEND, .fd = v, .buf = out,
+				   .len = sizeof(out) };
+	start_parked(_metadata, &c);
 	stats(_metadata, &st);
 	EXPECT_EQ(st.waiters, 1);
 	EXPECT_EQ(st.waits - self->st0.waits, 1);
@@ -568,10 +564,7 @@ TEST_F(mbufmux, blocked_send_errors)
 		c[i].fd = v[i];
 		c[i].buf = out;
 		c[i].len = sizeof(out);
-		ASSERT_EQ(blocked_call_start(&c[i]), 0);
-		ASSERT_EQ(wait_flags(v[i], MBUFMUX_F_PARKED, MBUFMUX_F_PARKED,
-				     WAKE_MS) & MBUFMUX_F_PARKED,
-			  MBUFMUX_F_PARKED);
+		start_parked(_metadata, &c[i]);
 	}
 
 	ASSERT_EQ(shutdown(v[0], SHUT_WR), 0);
@@ -650,13 +643,9 @@ TEST_F(mbufmux, signal_interrupts)
 	sigemptyset(&sa.sa_mask);
 	ASSERT_EQ(sigaction(SIGUSR1, &sa, NULL), 0);
 
-	c.op = CALL_SEND;
-	c.fd = v;
-	c.buf = out;
-	c.len = sizeof(out);
-	ASSERT_EQ(blocked_call_start(&c), 0);
-	ASSERT_EQ(wait_flags(v, MBUFMUX_F_PARKED, MBUFMUX_F_PARKED, WAKE_MS) &
-		  MBUFMUX_F_PARKED, MBUFMUX_F_PARKED);
+	c = (struct blocked_call){ .op = CALL_SEND, .fd = v, .buf = out,
+				   .len = sizeof(out) };
+	start_parked(_metadata, &c);
 	ASSERT_EQ(pthread_kill(c.thread, SIGUSR1), 0);
 	ASSERT_TRUE(blocked_call_join(&c, WAKE_MS));
 	EXPECT_EQ(c.ret, -1);
