@@ -162,6 +162,21 @@ static void race_done(struct __test_metadata *_metadata, int i, int iters)
 		TH_LOG("too few iterations within MBUFMUX_RACE_SECS");
 }
 
+/*
+ * The end of iteration @i of a loop whose holder lives on (its peer @hp):
+ * the waiter's peer @vp closed, the pool back at rest, and now and then
+ * the holder's peer drained of the bytes the iterations left it.
+ */
+static void race_next(struct __test_metadata *_metadata, int i, int vp,
+		      int hp)
+{
+	close(vp);
+	ASSERT_TRUE(wait_pool(0, 0, WAKE_MS))
+		TH_LOG("iteration %d: pool not at rest", i);
+	if (!(i % 256))
+		drain(hp);
+}
+
 static void op_attach(struct race *r, int who)
 {
 	r->ret[who] = attach(r->fd[0]);
@@ -401,11 +416,7 @@ TEST_F_TIMEOUT(adv, race_release_vs_waiter, 300)
 		handed += r.ret[0] == 1;
 		timedout += r.ret[0] != 1;
 		ASSERT_EQ(recv_to_eof(vp, buf, 1, WAKE_MS), r.ret[0] == 1);
-		close(vp);
-		ASSERT_TRUE(wait_pool(0, 0, WAKE_MS))
-			TH_LOG("iteration %d: pool not at rest", i);
-		if (!(i % 256))
-			drain(hp);
+		race_next(_metadata, i, vp, hp);
 	}
 	race_stop(&r);
 	close(r.fd[0]);
@@ -518,11 +529,7 @@ TEST_F_TIMEOUT(adv, race_fd_threads, 300)
 		race_once(&r, main_close);
 		ASSERT_EQ(r.nbad, 0) TH_LOG("iteration %d: %s", i, r.bad);
 		ASSERT_EQ(recv_to_eof(vp, NULL, 0, WAKE_MS), 0);
-		close(vp);
-		ASSERT_TRUE(wait_pool(0, 0, WAKE_MS))
-			TH_LOG("iteration %d: pool not at rest", i);
-		if (!(i % 256))
-			drain(hp);
+		race_next(_metadata, i, vp, hp);
 	}
 	race_stop(&r);
 	close(r.fd[0]);
