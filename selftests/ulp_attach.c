@@ -277,6 +277,26 @@ TEST_F(mbufmux, sockopts)
 }
 
 /*
+ * Everything sent and the buffer back: @fd holds no buffer and stages
+ * nothing, no buffer is in use, and @bufs were taken from the pool and
+ * given back since the test began; the counters as read in *@st.
+ */
+static void expect_all_sent(struct __test_metadata *_metadata,
+			    struct _test_data_mbufmux *self, int fd,
+			    long long bufs, struct pool_stats *st)
+{
+	struct mbufmux_info info;
+
+	ASSERT_EQ(info_get(fd, &info), 0);
+	EXPECT_EQ(info.flags, 0U);
+	EXPECT_EQ(info.staged, 0U);
+	stats(_metadata, st);
+	EXPECT_EQ(st->in_use, 0);
+	EXPECT_EQ(st->allocs - self->st0.allocs, bufs);
+	EXPECT_EQ(st->frees - self->st0.frees, bufs);
+}
+
+/*
  * A plain send (and a scattered sendmsg) takes a buffer from the pool,
  * delivers the bytes, and gives the buffer back: one alloc and one free
  * each, nothing left in use.
@@ -290,7 +310,6 @@ TEST_F(mbufmux, send_basic)
 		{ .iov_base = out + 1001, .iov_len = 1999 },
 	};
 	struct msghdr msg = { .msg_iov = iov, .msg_iovlen = 3 };
-	struct mbufmux_info info;
 	struct pool_stats st;
 	int fd, peer;
 
@@ -307,13 +326,7 @@ TEST_F(mbufmux, send_basic)
 	ASSERT_EQ(recv_all(peer, in, sizeof(in), WAKE_MS), sizeof(in));
 	EXPECT_EQ(check(in, sizeof(in), 1, sizeof(out)), -1);
 
-	ASSERT_EQ(info_get(fd, &info), 0);
-	EXPECT_EQ(info.flags, 0U);
-	EXPECT_EQ(info.staged, 0U);
-	stats(_metadata, &st);
-	EXPECT_EQ(st.in_use, 0);
-	EXPECT_EQ(st.allocs - self->st0.allocs, 2);
-	EXPECT_EQ(st.frees - self->st0.frees, 2);
+	expect_all_sent(_metadata, self, fd, 2, &st);
 	EXPECT_EQ(st.waits - self->st0.waits, 0);
 }
 
@@ -344,13 +357,7 @@ TEST_F(mbufmux, msg_more_holds)
 	ASSERT_EQ(send(fd, out + 100, 50, 0), 50);
 	ASSERT_EQ(recv_all(peer, in, sizeof(in), WAKE_MS), sizeof(in));
 	EXPECT_EQ(check(in, sizeof(in), 2, 0), -1);
-	ASSERT_EQ(info_get(fd, &info), 0);
-	EXPECT_EQ(info.flags, 0U);
-	EXPECT_EQ(info.staged, 0U);
-	stats(_metadata, &st);
-	EXPECT_EQ(st.in_use, 0);
-	EXPECT_EQ(st.allocs - self->st0.allocs, 1);
-	EXPECT_EQ(st.frees - self->st0.frees, 1);
+	expect_all_sent(_metadata, self, fd, 1, &st);
 }
 
 /*
