@@ -9,6 +9,23 @@
 #include "ulp.h"
 
 /*
+ * Every parked socket served: @in_use buffers out, nobody waiting, and
+ * each of the @waits waits since the test began ended in a handoff.
+ */
+static void expect_all_served(struct __test_metadata *_metadata,
+			      struct _test_data_mbufmux *self,
+			      long long in_use, long long waits)
+{
+	struct pool_stats st;
+
+	stats(_metadata, &st);
+	EXPECT_EQ(st.in_use, in_use);
+	EXPECT_EQ(st.waiters, 0);
+	EXPECT_EQ(st.waits - self->st0.waits, waits);
+	EXPECT_EQ(st.handoffs - self->st0.handoffs, waits);
+}
+
+/*
  * Raising the limit wakes parked sockets at once, as many as the new room,
  * in FIFO order: 6 parked on a pool of 2, the limit raised to 5 wakes the
  * first 3, raised to 8 the other 3.
@@ -47,11 +64,7 @@ TEST_F(mbufmux, raise_limit)
 		ASSERT_TRUE(ev & POLLOUT) TH_LOG("socket %d", i);
 		EXPECT_EQ(info_flags(v[i]), MBUFMUX_F_HOLDS_BUF);
 	}
-	stats(_metadata, &st);
-	EXPECT_EQ(st.in_use, 8);
-	EXPECT_EQ(st.waiters, 0);
-	EXPECT_EQ(st.waits - self->st0.waits, 6);
-	EXPECT_EQ(st.handoffs - self->st0.handoffs, 6);
+	expect_all_served(_metadata, self, 8, 6);
 }
 
 /*
@@ -124,11 +137,7 @@ TEST_F(mbufmux, reserve)
 	ASSERT_EQ(param_set("reserve", 0), 0);
 	ASSERT_TRUE(poll_one(u[2], POLLOUT, WAKE_MS) & POLLOUT);
 	EXPECT_EQ(info_flags(u[2]), MBUFMUX_F_HOLDS_BUF);
-	stats(_metadata, &st);
-	EXPECT_EQ(st.in_use, 4);
-	EXPECT_EQ(st.waiters, 0);
-	EXPECT_EQ(st.waits - self->st0.waits, 1);
-	EXPECT_EQ(st.handoffs - self->st0.handoffs, 1);
+	expect_all_served(_metadata, self, 4, 1);
 }
 
 /*
