@@ -332,9 +332,7 @@ static struct stream_sample stream_run(enum mode m, size_t wsize, int flows,
 			if (f[i].cli < 0)
 				die("open /dev/null");
 		} else {
-			f[i].cli = lsn_pair(&l, &f[i].srv);
-			if (f[i].cli < 0)
-				die("connect");
+			f[i].cli = lsn_pair_or_die(&l, &f[i].srv);
 		}
 		if ((m == M_ULP || m == M_ULP_PLAIN) && attach(f[i].cli))
 			die("setsockopt(TCP_ULP, \"mbufmux\") (is mbufmux_tcp loaded?)");
@@ -727,9 +725,7 @@ static void rr_bg_start(struct rr_bg *bg, const struct lsn *l, int n, bool ulp)
 	memset(bg, 0, sizeof(*bg));
 	bg->n = n;
 	for (i = 0; i < n; i++) {
-		bg->cli[i] = lsn_pair(l, &bg->srv[i]);
-		if (bg->cli[i] < 0)
-			die("connect");
+		bg->cli[i] = lsn_pair_or_die(l, &bg->srv[i]);
 		if (ulp && attach(bg->cli[i]))
 			die("setsockopt(TCP_ULP, \"mbufmux\")");
 		if (set_nonblock(bg->cli[i]) || set_nonblock(bg->srv[i]))
@@ -781,9 +777,7 @@ static int rr_run(bool ulp, int bg_n, int pings, double secs, double *lat,
 	memset(req, 'q', sizeof(req));
 	if (lsn_open(&l, AF_INET, false))
 		die("listen on loopback");
-	cli = lsn_pair(&l, &echo.fd);
-	if (cli < 0)
-		die("connect");
+	cli = lsn_pair_or_die(&l, &echo.fd);
 	if (ulp && (attach(cli) || (!rr_one_side && attach(echo.fd))))
 		die("setsockopt(TCP_ULP, \"mbufmux\") (is mbufmux_tcp loaded?)");
 	if (rr_nodelay && (setint(cli, IPPROTO_TCP, TCP_NODELAY, 1) ||
@@ -1628,11 +1622,8 @@ static int cmd_ctx(int argc, char **argv)
 		die("calloc");
 	if (lsn_open(&l, AF_INET, false))
 		die("listen on loopback");
-	for (i = 0; i < n; i++) {
-		cli[i] = lsn_pair(&l, &srv[i]);
-		if (cli[i] < 0)
-			die("connect");
-	}
+	for (i = 0; i < n; i++)
+		cli[i] = lsn_pair_or_die(&l, &srv[i]);
 	close(l.fd);
 	usleep(100000);
 	nb = slabinfo_read(before, CTX_MAX_CACHES);
@@ -1773,9 +1764,7 @@ static void mem_run(const struct mem_cfg *cfg, int n, long long cap,
 	if (lsn_open(&l, AF_INET, false))
 		die("listen on loopback");
 	for (i = 0; i < n; i++) {
-		cli[i] = lsn_pair(&l, &srv[i]);
-		if (cli[i] < 0)
-			die("connect");
+		cli[i] = lsn_pair_or_die(&l, &srv[i]);
 		if (cfg->ulp && attach(cli[i]))
 			die("setsockopt(TCP_ULP, \"mbufmux\") (is mbufmux_tcp loaded?)");
 		if (cfg->lowat && setsockopt(cli[i], IPPROTO_TCP,

@@ -141,9 +141,7 @@ int main(int argc, char **argv)
 	for (i = 0; i < conns; i++) {
 		fl[i].id = i;
 		fl[i].bytes = kib * 1024;
-		fl[i].tx = lsn_pair(&l, &fl[i].rx);
-		if (fl[i].tx < 0)
-			die("connect");
+		fl[i].tx = lsn_pair_or_die(&l, &fl[i].rx);
 		if (attach(fl[i].tx))
 			die("setsockopt(TCP_ULP, \"mbufmux\")");
 	}

@@ -765,6 +765,15 @@ int lsn_pair(const struct lsn *l, int *peer)
 	return lsn_pair_opts(l, NULL, peer);
 }
 
+int lsn_pair_or_die(const struct lsn *l, int *peer)
+{
+	int fd = lsn_pair(l, peer);
+
+	if (fd < 0)
+		die("connect");
+	return fd;
+}
+
 long send_backlog(int fd, uint32_t flow, long from)
 {
 	char *buf = malloc(BACKLOG_CHUNK);

@@ -317,6 +317,9 @@ int lsn_open_addr(struct lsn *l, const char *ipv4);
  */
 int lsn_pair(const struct lsn *l, int *peer);
 
+/* lsn_pair(), or the program ends with die("connect"). */
+int lsn_pair_or_die(const struct lsn *l, int *peer);
+
 /*
  * lsn_pair() from the local address @src (address and port, bound before
  * connect()): many connections to one listener without the kernel's
