@@ -28,17 +28,8 @@ esac
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/mbufmuxtop-test.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 
-n=0
-failed=0
-result() {	# result <0|1> <name>
-	n=$((n + 1))
-	if [ "$1" -eq 0 ]; then
-		echo "ok $n $2"
-	else
-		failed=$((failed + 1))
-		echo "not ok $n $2"
-	fi
-}
+# n, failed and result <0|1> <name>: the selftests' TAP helpers.
+. "$(dirname "$0")/../selftests/ktap.sh"
 
 # mkstats FILE [key=value ...] [-key ...] [+"extra line" ...]: a stats
 # file as mbufmux.c prints it, every counter 0 unless given; -key leaves
