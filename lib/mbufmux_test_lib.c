@@ -244,36 +244,59 @@ long long stat_get(const char *name)
 }
 
 /*
- * The closed sockets TCP has not finished with (orphans, inode 0), but
- * timewait ones (state TIME_WAIT, or FIN_WAIT2 with the timewait timer,
- * "03:"), which are what TCP keeps of a socket it destroyed: an attached
- * one keeps its buffer until TCP destroys it. -1 if none can be read.
+ * The lines of /proc/net/tcp and tcp6 for which @match(line, @arg) is
+ * true, or -1 if neither can be read.
  */
-static int tcp_orphans(void)
+static int tcp_lines(bool (*match)(const char *line, unsigned int arg),
+		     unsigned int arg)
 {
 	static const char * const files[] = {
 		"/proc/net/tcp", "/proc/net/tcp6",
 	};
-	char line[512], st[8], tr[16];
-	unsigned long inode;
 	int n = 0, read = 0;
+	char line[512];
 	size_t i;
 	FILE *f;
 
 	for (i = 0; i < ARRAY_SIZE(files); i++) {
-		f = fopen(files[i], "r");
+		f = fopen(files[i], "re");
 		if (!f)
 			continue;
 		read++;
 		while (fgets(line, sizeof(line), f))
-			if (sscanf(line, "%*s %*s %*s %7s %*s %15s %*s %*s %*s %lu",
-				   st, tr, &inode) == 3 && !inode &&
-			    strcmp(st, "0A") && strcmp(st, "06") &&
-			    strncmp(tr, "03:", 3))
-				n++;
+			n += match(line, arg);
 		fclose(f);
 	}
 	return read ? n : -1;
+}
+
+/*
+ * A closed socket TCP has not finished with (an orphan, inode 0), but a
+ * timewait one (state TIME_WAIT, or FIN_WAIT2 with the timewait timer,
+ * "03:"), which is what TCP keeps of a socket it destroyed: an attached
+ * one keeps its buffer until TCP destroys it.
+ */
+static bool tcp_orphan(const char *line, unsigned int unused)
+{
+	char st[8], tr[16];
+	unsigned long inode;
+
+	(void)unused;
+	return sscanf(line, "%*s %*s %*s %7s %*s %15s %*s %*s %*s %lu",
+		      st, tr, &inode) == 3 && !inode &&
+	       strcmp(st, "0A") && strcmp(st, "06") && strncmp(tr, "03:", 3);
+}
+
+static bool tcp_in_state(const char *line, unsigned int st)
+{
+	unsigned int state;
+
+	return sscanf(line, "%*s %*s %*s %x", &state) == 1 && state == st;
+}
+
+int tcp_state_count(unsigned int st)
+{
+	return tcp_lines(tcp_in_state, st);
 }
 
 /*
@@ -301,7 +324,7 @@ int wait_rest(struct pool_stats *st, int ms)
 		sleep_ms(5);
 		if (now_ms() <= end)
 			continue;
-		orphans = tcp_orphans();
+		orphans = tcp_lines(tcp_orphan, 0);
 		if (orphans <= 0 || now_ms() - start > ORPHAN_MS)
 			return 1;
 		if (!told++)

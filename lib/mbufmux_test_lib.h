@@ -172,6 +172,9 @@ int wait_rest(struct pool_stats *st, int ms);
 /* Waits until @in_use buffers are out and @waiters are queued. */
 bool wait_pool(long long in_use, long long waiters, int ms);
 
+/* The sockets in TCP state @st (/proc/net/tcp and tcp6), or -1. */
+int tcp_state_count(unsigned int st);
+
 /*
  * The debugfs list of parked sockets, head first: returns the number of
  * lines, or -1; and the local port of each of the first @max ("sport=",

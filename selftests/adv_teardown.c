@@ -294,31 +294,6 @@ TEST_F_TIMEOUT(adv, netns_teardown, 300)
 
 #define ORPHANS	8
 
-/* Sockets in TCP state @st (/proc/net/tcp and tcp6), or -1. */
-static long tcp_count(unsigned int st)
-{
-	static const char * const files[] = {
-		"/proc/net/tcp", "/proc/net/tcp6",
-	};
-	unsigned int state;
-	char line[512];
-	long n = 0;
-	size_t i;
-	FILE *f;
-
-	for (i = 0; i < ARRAY_SIZE(files); i++) {
-		f = fopen(files[i], "re");
-		if (!f)
-			continue;
-		while (fgets(line, sizeof(line), f))
-			if (sscanf(line, "%*s %*s %*s %x", &state) == 1 &&
-			    state == st)
-				n++;
-		fclose(f);
-	}
-	return n;
-}
-
 /*
  * rmmod with orphaned sockets: attached sockets closed with their peers
  * not reading stay behind as FIN_WAIT1 orphans with data queued, each
@@ -357,7 +332,7 @@ TEST_F_TIMEOUT(adv, rmmod_orphans, 300)
 	sleep_ms(50);
 	ref = module_refcnt();
 	EXPECT_EQ(ref, ref0 + ORPHANS) TH_LOG("orphans hold %ld", ref - ref0);
-	EXPECT_GE(tcp_count(TCP_FIN_WAIT1), ORPHANS);
+	EXPECT_GE(tcp_state_count(TCP_FIN_WAIT1), ORPHANS);
 
 	err = syscall(SYS_delete_module, "mbufmux_tcp", O_NONBLOCK) ? errno
 								    : 0;
