@@ -12,6 +12,23 @@
 /* ---- flush points ---- */
 
 /*
+ * After flush point @what: the peer receives the held bytes, @want, and
+ * the socket @fd, all sent, lets its buffer go.
+ */
+static void expect_flushed(struct __test_metadata *_metadata, int fd,
+			   int peer, const char *want, const char *what)
+{
+	size_t len = strlen(want);
+	char buf[8];
+
+	ASSERT_LE(len, sizeof(buf));
+	ASSERT_EQ(recv_all(peer, buf, len, WAKE_MS), len)
+		TH_LOG("%s did not push the held bytes", what);
+	EXPECT_EQ(memcmp(buf, want, len), 0);
+	EXPECT_EQ(wait_flags(fd, ~0U, 0, WAKE_MS), 0U);
+}
+
+/*
  * send("hdr", MSG_MORE) holds the bytes (as TCP would); TCP_NODELAY set to
  * 1 pushes them, as it pushes TCP's own queue: the peer receives them.
  * Fails if the ULP keeps MSG_MORE bytes past TCP_NODELAY (issue 11).
@@ -19,17 +36,13 @@
 TEST_F(mbufmux_send, nodelay_flush)
 {
 	int fd, peer;
-	char buf[4];
 
 	fd = pair_on(_metadata, &self->lsn, true, &peer);
 	ASSERT_EQ(send(fd, "hdr", 3, MSG_MORE), 3);
 	EXPECT_EQ(staged(fd), 3);
 	EXPECT_EQ(poll_one(peer, POLLIN, QUIET_MS), 0);
 	ASSERT_EQ(setint(fd, IPPROTO_TCP, TCP_NODELAY, 1), 0);
-	ASSERT_EQ(recv_all(peer, buf, 3, WAKE_MS), 3U)
-		TH_LOG("TCP_NODELAY did not push the held bytes");
-	EXPECT_EQ(memcmp(buf, "hdr", 3), 0);
-	EXPECT_EQ(wait_flags(fd, ~0U, 0, WAKE_MS), 0U);
+	expect_flushed(_metadata, fd, peer, "hdr", "TCP_NODELAY");
 	close(fd);
 	close(peer);
 }
@@ -42,17 +55,13 @@ TEST_F(mbufmux_send, nodelay_flush)
 TEST_F(mbufmux_send, cork_flush)
 {
 	int fd, peer;
-	char buf[8];
 
 	fd = pair_on(_metadata, &self->lsn, true, &peer);
 	ASSERT_EQ(setint(fd, IPPROTO_TCP, TCP_CORK, 1), 0);
 	ASSERT_EQ(send(fd, "ab", 2, 0), 2);
 	ASSERT_EQ(send(fd, "cd", 2, MSG_MORE), 2);
 	ASSERT_EQ(setint(fd, IPPROTO_TCP, TCP_CORK, 0), 0);
-	ASSERT_EQ(recv_all(peer, buf, 4, WAKE_MS), 4U)
-		TH_LOG("uncorking did not push the held bytes");
-	EXPECT_EQ(memcmp(buf, "abcd", 4), 0);
-	EXPECT_EQ(wait_flags(fd, ~0U, 0, WAKE_MS), 0U);
+	expect_flushed(_metadata, fd, peer, "abcd", "uncorking");
 	close(fd);
 	close(peer);
 }
@@ -228,9 +237,7 @@ TEST_F(mbufmux_send, flush_mark)
 	EXPECT_EQ(poll_one(peer, POLLIN, QUIET_MS), 0)
 		TH_LOG("MSG_MORE byte sent before its flush");
 	ASSERT_EQ(send(fd, "C", 1, MSG_DONTWAIT), 1);
-	ASSERT_EQ(recv_all(peer, buf, 2, WAKE_MS), 2U);
-	EXPECT_EQ(memcmp(buf, "BC", 2), 0);
-	EXPECT_EQ(wait_flags(fd, ~0U, 0, WAKE_MS), 0U);
+	expect_flushed(_metadata, fd, peer, "BC", "a send without MSG_MORE");
 	close(fd);
 	close(peer);
 	free(buf);
