@@ -40,6 +40,29 @@ static inline void assert_initial(struct __test_metadata *_metadata)
 	ASSERT_GE(initial.user_limit, 0);
 }
 
+/*
+ * The start of a test that needs mbufmux_tcp.ko as the program found it:
+ * loaded, with buf_size unchanged, and the run-time parameters restored
+ * (said in the log) if an earlier test left them changed. Returns
+ * buf_size.
+ */
+static inline long restore_initial(struct __test_metadata *_metadata)
+{
+	long buf_size;
+
+	ASSERT_TRUE(module_loaded("mbufmux_tcp"))
+		TH_LOG("mbufmux_tcp.ko is not loaded");
+	assert_initial(_metadata);
+	ASSERT_GT(initial.buf_size, 0);
+	buf_size = param_get("buf_size");
+	ASSERT_EQ(buf_size, initial.buf_size);
+	if (!params_equal(&initial)) {
+		TH_LOG("parameters left changed by an earlier test: restoring them");
+		ASSERT_EQ(params_write(&initial), 0);
+	}
+	return buf_size;
+}
+
 /* A test's seed, $MBUFMUX_SEED or the time: logged, never 0. */
 static inline uint64_t test_seed(struct __test_metadata *_metadata)
 {

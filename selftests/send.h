@@ -335,17 +335,8 @@ FIXTURE_SETUP(mbufmux_send)
 	self->lsn.fd = -1;
 	self->small.fd = -1;
 	self->pid = getpid();
-	ASSERT_TRUE(module_loaded("mbufmux_tcp"))
-		TH_LOG("mbufmux_tcp.ko is not loaded");
-	assert_initial(_metadata);
-	ASSERT_GT(initial.buf_size, 0);
+	self->buf_size = restore_initial(_metadata);
 	ASSERT_GE(initial_lowat, 0) TH_LOG("cannot read %s", LOWAT_SYSCTL);
-	self->buf_size = param_get("buf_size");
-	ASSERT_EQ(self->buf_size, initial.buf_size);
-	if (!params_equal(&initial)) {
-		TH_LOG("parameters left changed by an earlier test: restoring them");
-		ASSERT_EQ(params_write(&initial), 0);
-	}
 	if (read_number(LOWAT_SYSCTL) != initial_lowat) {
 		TH_LOG("tcp_notsent_lowat left changed: restoring it");
 		ASSERT_EQ(lowat_sysctl_set(initial_lowat), 0);

@@ -88,20 +88,10 @@ FIXTURE_SETUP(mbufmux)
 
 	self->lsn.fd = -1;
 	self->pid = getpid();
-	ASSERT_TRUE(module_loaded("mbufmux_tcp"))
-		TH_LOG("mbufmux_tcp.ko is not loaded");
-	assert_initial(_metadata);
-	ASSERT_GT(initial.buf_size, 0);
-
+	self->buf_size = restore_initial(_metadata);
 	ASSERT_EQ(stats_read(&self->st0), 0)
 		TH_LOG("cannot read %sstats (debugfs mounted?)", DBG_DIR);
-	self->buf_size = param_get("buf_size");
-	ASSERT_EQ(self->buf_size, initial.buf_size);
 	ASSERT_EQ(self->st0.buf_size, self->buf_size);
-	if (!params_equal(&initial)) {
-		TH_LOG("parameters left changed by an earlier test: restoring them");
-		ASSERT_EQ(params_write(&initial), 0);
-	}
 	self->saved = true;
 
 	/* A test begins with the pool at rest. */
