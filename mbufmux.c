@@ -6,8 +6,8 @@
  * cannot get one is parked at the tail of a FIFO instead of failing; each
  * buffer that comes back is handed, under the wait-list lock, to the head
  * waiter, whose callback then runs from a workqueue with the buffer in hand.
- * (For buffers of a page or more, a zeroed buffer goes in its place, and
- * the returning one is zeroed afterwards: see mbufmux_clean_work().)
+ * A pool that zeroes its buffers zeroes the returning one first, outside
+ * the lock: see __mbufmux_buf_free().
  *
  * Recycling. A pool whose consumer never exposes bytes it did not write
  * (MBUFMUX_POOL_NO_ZERO) zeroes nothing, and keeps buffers that come back
@@ -62,11 +62,6 @@
 #define CREATE_TRACE_POINTS
 #include "mbufmux_trace.h"
 
-/*
- * Smallest buffer worth a clean buffer (see mbufmux_clean_work()): below a
- * page, clearing costs less than queueing the work that would clear it.
- */
-#define MBUFMUX_CLEAN_MIN	PAGE_SIZE
 /* How soon to retry serving waiters after the slab allocator failed. */
 #define MBUFMUX_RETRY_DELAY	(HZ / 50)
 /* Kept buffers per CPU (MBUFMUX_POOL_NO_ZERO): a cache line of pointers. */
@@ -121,16 +116,6 @@ struct mbufmux_pool {
 	struct list_head wait_list;
 	/* The counters kept here: @locked of struct mbufmux_pool_stats. */
 	struct mbufmux_pool_locked_counts counts;
-
-	/*
-	 * Also under @wait_lock: a zeroed buffer beyond the limit, handed to
-	 * a waiter in place of a returning buffer (then @dirty), which
-	 * @clean_work zeroes, usually after the waiter's callback, to be the
-	 * next @clean. Never both set.
-	 */
-	void *clean;
-	void *dirty;
-	struct work_struct clean_work;
 
 	/* @stash_lock protects the preallocated buffers (as mempool's). */
 	spinlock_t stash_lock;
@@ -581,8 +566,7 @@ static void *mbufmux_recharge_locked(struct mbufmux_pool *pool,
  *
  * @spare, if not NULL, is a buffer for the slot of one coming back (still
  * counted in @in_use) from a context charged to @spare_memcg, zeroed if
- * the pool zeroes: the returning buffer itself, or the pool's clean buffer.
- * It goes to the first waiter that may have it. @self is the waiter whose
+ * the pool zeroes. It goes to the first waiter that may have it. @self is the waiter whose
  * mbufmux_get() is serving, or NULL. Returns @spare if nobody took it.
  */
 static void *mbufmux_serve_locked(struct mbufmux_pool *pool, void *spare,
@@ -661,115 +645,23 @@ static void mbufmux_retry_work(struct work_struct *work)
 	mbufmux_serve(pool);
 }
 
-/*
- * Zero the buffer that a clean handoff left behind and keep it as the next
- * clean buffer or, when there is none, allocate one. The work is queued
- * after the waiter's on the same CPU's worklist, so it usually runs after
- * the callback (not if the callback sleeps, or if the waiter's work was
- * still running elsewhere and was queued there). The clean buffer keeps the
- * charge of the buffer it was: it only ever replaces buffers given back by
- * contexts without a memory cgroup of their own, for whom the charge of the
- * buffer handed on does not matter (see mbufmux_recharge_locked()).
- */
-static void mbufmux_clean_work(struct work_struct *work)
-{
-	struct mbufmux_pool *pool = container_of(work, struct mbufmux_pool,
-						 clean_work);
-	void *buf;
-
-	spin_lock_bh(&pool->wait_lock);
-	buf = pool->dirty;
-	pool->dirty = NULL;
-	/*
-	 * Queued again while the last run zeroed: that run has made the
-	 * clean buffer already. @clean and @dirty are never both set.
-	 */
-	if (!buf && pool->clean) {
-		spin_unlock_bh(&pool->wait_lock);
-		return;
-	}
-	spin_unlock_bh(&pool->wait_lock);
-
-	/*
-	 * Only this work sets @clean, and a work item never runs twice at
-	 * once: until it is published below, no clean handoff can happen.
-	 */
-	if (buf)
-		memset(buf, 0, pool->buf_size);
-	else
-		buf = kmem_cache_alloc(pool->cache, GFP_KERNEL | __GFP_NORETRY |
-				       __GFP_NOWARN | __GFP_ZERO);
-	if (!buf)
-		return;
-
-	spin_lock_bh(&pool->wait_lock);
-	if (!WARN_ON_ONCE(pool->clean)) {
-		WRITE_ONCE(pool->clean, buf);
-		buf = NULL;
-	}
-	spin_unlock_bh(&pool->wait_lock);
-	if (buf)
-		mbufmux_mem_free(pool, buf);
-}
-
-/*
- * Offer the slot of @buf, which comes back from a context without a memory
- * cgroup, to the waiters with the pool's clean buffer, so that nobody waits
- * for @buf to be zeroed. Returns 1 if a waiter took it (@buf is the pool's
- * now), 0 if nobody could (@buf is still the caller's, to release), and
- * -EAGAIN if the pool had no clean buffer.
- */
-static int mbufmux_handoff_clean(struct mbufmux_pool *pool, void *buf)
-{
-	int ret = -EAGAIN;
-
-	spin_lock_bh(&pool->wait_lock);
-	if (pool->clean && !WARN_ON_ONCE(pool->dirty)) {
-		ret = 0;
-		if (!mbufmux_serve_locked(pool, pool->clean, NULL, NULL)) {
-			WRITE_ONCE(pool->clean, NULL);
-			pool->dirty = buf;
-			pool->counts.clean_handoffs++;
-			queue_work(mbufmux_wq, &pool->clean_work);
-			ret = 1;
-		}
-	}
-	spin_unlock_bh(&pool->wait_lock);
-	return ret;
-}
-
 /* @memcg: the cgroup @buf is charged to, NULL if unknown */
 static void __mbufmux_buf_free(struct mbufmux_pool *pool, void *buf,
 			       struct mem_cgroup *memcg)
 {
-	bool use_clean;
-	int ret;
-
 	if (likely(!READ_ONCE(pool->nr_waiters)))
 		goto release;
 
 	/*
 	 * Likely handed on: never carry one owner's bytes to the next. The
-	 * pool's clean buffer goes instead if it may and pays; otherwise @buf
-	 * is zeroed here, outside the wait-list lock. A consumer that never
-	 * shows bytes it did not write (MBUFMUX_POOL_NO_ZERO) needs neither.
+	 * one place a returning buffer is zeroed, here, outside the wait-list
+	 * lock; a consumer that never shows bytes it did not write
+	 * (MBUFMUX_POOL_NO_ZERO) needs none.
 	 */
-	use_clean = mbufmux_zeroes(pool) && !memcg &&
-		    pool->buf_size >= MBUFMUX_CLEAN_MIN;
-	if (use_clean && READ_ONCE(pool->clean)) {
-		ret = mbufmux_handoff_clean(pool, buf);
-		if (ret > 0)
-			return;
-		if (!ret)
-			goto release;
-	}
 	if (mbufmux_zeroes(pool))
 		memset(buf, 0, pool->buf_size);
 	spin_lock_bh(&pool->wait_lock);
 	buf = mbufmux_serve_locked(pool, buf, memcg, NULL);
-	/* Make the first clean buffer, or retry if making it failed. */
-	if (!buf && use_clean && !pool->clean && !pool->dirty)
-		queue_work(mbufmux_wq, &pool->clean_work);
 	spin_unlock_bh(&pool->wait_lock);
 	if (!buf)
 		return;
@@ -813,11 +705,10 @@ EXPORT_SYMBOL_GPL(mbufmux_buf_alloc);
  * @pool: the pool the buffer came from
  * @buf: the buffer
  *
- * If contexts are waiting, the buffer, zeroed (or a zeroed one in its
- * place) unless the pool is %MBUFMUX_POOL_NO_ZERO, goes straight to the
- * head waiter, whose callback is queued; otherwise it returns to the
- * memory, or a %MBUFMUX_POOL_NO_ZERO pool keeps it for the next
- * allocation.
+ * If contexts are waiting, the buffer, zeroed unless the pool is
+ * %MBUFMUX_POOL_NO_ZERO, goes straight to the head waiter, whose callback
+ * is queued; otherwise it returns to the memory, or a
+ * %MBUFMUX_POOL_NO_ZERO pool keeps it for the next allocation.
  *
  * Context: process or softirq context, with hard interrupts enabled;
  * never sleeps.
@@ -1153,7 +1044,6 @@ void mbufmux_pool_get_stats(struct mbufmux_pool *pool,
 	spin_lock_bh(&pool->wait_lock);
 	st->locked = pool->counts;
 	st->waiters = pool->nr_waiters;
-	st->clean = !!pool->clean;
 	spin_unlock_bh(&pool->wait_lock);
 }
 EXPORT_SYMBOL_GPL(mbufmux_pool_get_stats);
@@ -1277,8 +1167,6 @@ static const struct mbufmux_stat mbufmux_stats[] = {
 	MBUFMUX_STAT(waiters_peak),
 	MBUFMUX_STAT(wait_ns_max),
 	MBUFMUX_STAT_HIST(wait_hist),
-	MBUFMUX_STAT(clean_handoffs),
-	MBUFMUX_STAT(clean),
 	MBUFMUX_STAT(kept),
 	MBUFMUX_STAT(recycled),
 	MBUFMUX_STAT(shrunk),
@@ -1384,7 +1272,6 @@ static void mbufmux_pool_free(struct mbufmux_pool *pool)
 	mutex_unlock(&mbufmux_pools_lock);
 	/* Nothing queues them any more: every slot is back, nobody waits. */
 	cancel_delayed_work_sync(&pool->retry_work);
-	cancel_work_sync(&pool->clean_work);
 	if (pool->keep) {
 		/* No scan runs after this, and nobody keeps buffers any more. */
 		mbufmux_shrinker_destroy(pool->shrinker);
@@ -1392,10 +1279,6 @@ static void mbufmux_pool_free(struct mbufmux_pool *pool)
 		WARN_ON_ONCE(atomic_read(&pool->nr_kept));
 		free_percpu(pool->keep);
 	}
-	if (pool->dirty)
-		kmem_cache_free(pool->cache, pool->dirty);
-	if (pool->clean)
-		kmem_cache_free(pool->cache, pool->clean);
 	while (pool->stash_nr)
 		kmem_cache_free(pool->cache, pool->stash[--pool->stash_nr]);
 	kvfree(pool->stash);
@@ -1445,7 +1328,6 @@ struct mbufmux_pool *mbufmux_pool_create(const struct mbufmux_pool_params *param
 	INIT_LIST_HEAD(&pool->wait_list);
 	spin_lock_init(&pool->stash_lock);
 	INIT_DELAYED_WORK(&pool->retry_work, mbufmux_retry_work);
-	INIT_WORK(&pool->clean_work, mbufmux_clean_work);
 
 	/*
 	 * The name first: a second cache of the same name would clash in

@@ -147,8 +147,6 @@ struct mbufmux_waiter {
  *	allocator fails (fixed at creation)
  * @buf_size: size of each buffer in bytes
  * @waiters: waiters queued now
- * @clean: zeroed buffers the pool keeps for clean handoffs (see
- *	@clean_handoffs), beyond the limit: 0 or 1
  * @kept: buffers that came back and that the pool keeps now for the next
  *	allocations, not counted in @in_use; at most the limit, and 0 unless
  *	the pool has %MBUFMUX_POOL_NO_ZERO
@@ -179,10 +177,6 @@ struct mbufmux_waiter {
  * @wait_hist: log2 histogram of those times; bucket 0 counts waits under
  *	1 us, bucket k (k > 0) waits in [2^(k-1), 2^k) us, the last bucket
  *	everything longer
- * @clean_handoffs: handoffs that did not wait for the returning buffer to
- *	be zeroed: the pool's clean buffer went in its place (to the waiter,
- *	or freed for a fresh one if the waiter was recharged), and the
- *	returning one was zeroed afterwards
  *
  * Every field is a u64: the pool's debugfs ``stats`` file prints them all,
  * in an order of its own (see mbufmux.c). A counter the pool counts per
@@ -197,7 +191,6 @@ struct mbufmux_pool_stats {
 	u64 prealloc;
 	u64 buf_size;
 	u64 waiters;
-	u64 clean;
 	u64 kept;
 	u64 shrunk;
 
@@ -218,7 +211,6 @@ struct mbufmux_pool_stats {
 		u64 waiters_peak;
 		u64 wait_ns_max;
 		u64 wait_hist[MBUFMUX_WAIT_HIST_BUCKETS];
-		u64 clean_handoffs;
 	);
 };
 

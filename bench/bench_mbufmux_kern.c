@@ -19,8 +19,9 @@
  *               running); samples of both interleaved. For a zeroing pool
  *               and for mbufmux_tcp's kind; with the contexts in the root
  *               memory cgroup, in a child cgroup (the loader's), or the
- *               holder in the root and the waiter in the child; after the
- *               pool has recovered from the last handoff, or back to back.
+ *               holder in the root and the waiter in the child; from a
+ *               kthread (spaced), or back to back, from the callback of
+ *               the handoff before.
  *   contention  @waiters kthreads against @bufs buffers for @contention_ms:
  *               operations per second, and the waits against the FIFO
  *               bound (waiters / bufs x the mean hold of a buffer): the
@@ -629,9 +630,8 @@ static const char * const ho_memcg_names[] = {
  * @no_zero: the pool as mbufmux_tcp makes its own (MBUFMUX_POOL_NO_ZERO)
  * @memcg: enum ho_memcg
  * @b2b: back to back: the waiter that was just handed the buffer gives it
- *	back from its callback, to a second waiter, before the pool has
- *	recovered from the first handoff; that second handoff is timed (and
- *	the baseline is a work item queued from a work function)
+ *	back from its callback, to a second waiter; that second handoff is
+ *	timed (and the baseline is a work item queued from a work function)
  */
 struct ho_cfg {
 	const char *name;
@@ -679,7 +679,6 @@ struct ho_ctx {
 	struct workqueue_struct *wq;
 	struct work_struct work;
 	struct work_struct work2;	/* back to back: the second */
-	struct work_struct barrier;
 	struct completion ran;
 	bool b2b;
 	u64 t0, t1;
@@ -736,14 +735,9 @@ static void ho_work2(struct work_struct *work)
 	complete(&c->ran);
 }
 
-static void ho_barrier(struct work_struct *work)
-{
-}
-
 struct ho_result {
 	bool ok;
 	u64 ho[3];	/* p50, p99, max; ns */
-	u64 clean_handoffs;	/* samples that took the clean buffer */
 	u64 recharges;	/* handoffs that recharged (a fresh buffer) */
 	u64 recycled;	/* allocations served from kept buffers */
 	u64 wq[3];
@@ -765,15 +759,6 @@ static void ho_summary(u64 *v, unsigned int n, u64 out3[3])
 	out3[2] = cycles_to_ns(n ? v[n - 1] : 0);
 }
 
-/* Is the pool still clearing the buffer that a clean handoff replaced? */
-static bool ho_clearing(struct mbufmux_pool *pool)
-{
-	struct mbufmux_pool_stats st;
-
-	mbufmux_pool_get_stats(pool, &st);
-	return st.clean_handoffs && !st.clean;
-}
-
 static int ho_thread_fn(void *data)
 {
 	struct ho_args *a = data;
@@ -789,7 +774,7 @@ static int ho_thread_fn(void *data)
 	struct mbufmux_waiter *last;
 	struct mbufmux_pool_stats st;
 	u64 *lat_ho, *lat_wq;
-	unsigned int i, k, n = 0;
+	unsigned int i, n = 0;
 	struct ho_ctx *c;
 	char name[32];
 	int err = -ENOMEM;
@@ -820,7 +805,6 @@ static int ho_thread_fn(void *data)
 	c->waiter2.memcg = memcg;
 	INIT_WORK(&c->work, ho_work);
 	INIT_WORK(&c->work2, ho_work2);
-	INIT_WORK(&c->barrier, ho_barrier);
 	init_completion(&c->ran);
 	last = cfg->b2b ? &c->waiter2 : &c->waiter;
 
@@ -840,17 +824,6 @@ static int ho_thread_fn(void *data)
 		lat_ho[n] = c->t1 - c->t0;
 		if (!mbufmux_waiter_buf(last))
 			goto out_cancel;
-		/*
-		 * The pool clears the buffer a clean handoff replaced from a
-		 * work item that runs after the callback, on this CPU: let it
-		 * finish, or the baseline's work item would wait behind it.
-		 * Both workqueues share this CPU's workers, so a work item
-		 * queued now runs after it, unless it slept.
-		 */
-		for (k = 0; k < 100 && ho_clearing(pool); k++) {
-			queue_work(wq, &c->barrier);
-			flush_work(&c->barrier);
-		}
 		mbufmux_put(last);
 
 		reinit_completion(&c->ran);
@@ -863,7 +836,6 @@ static int ho_thread_fn(void *data)
 		cond_resched();
 	}
 	mbufmux_pool_get_stats(pool, &st);
-	a->res->clean_handoffs = st.clean_handoffs;
 	a->res->recharges = st.recharges;
 	a->res->recycled = st.recycled;
 	ho_summary(lat_ho, n, a->res->ho);
@@ -875,7 +847,6 @@ out_cancel:
 	mbufmux_cancel(&c->holder);
 	flush_work(&c->work);
 	flush_work(&c->work2);
-	flush_work(&c->barrier);
 out:
 	mbufmux_pool_destroy(pool);
 	if (wq)
@@ -913,13 +884,13 @@ static void ho_report(const struct ho_cfg *cfg, const struct ho_result *r,
 	u64 r99 = ratio_milli(r->ho[1], r->wq[1]);
 
 	out(&json_out,
-	    "    \"%s\": {\"size\": %u, \"pool\": \"%s\", \"memcg\": \"%s\", \"back_to_back\": %s, \"samples\": %u, \"clean_handoffs\": %llu, \"recharges\": %llu, \"recycled\": %llu, \"handoff\": {\"p50_ns\": %llu, \"p99_ns\": %llu, \"max_ns\": %llu}, \"queue_work\": {\"p50_ns\": %llu, \"p99_ns\": %llu, \"max_ns\": %llu}, \"ratio_p50\": %llu.%03u, \"ratio_p99\": %llu.%03u}%s\n",
+	    "    \"%s\": {\"size\": %u, \"pool\": \"%s\", \"memcg\": \"%s\", \"back_to_back\": %s, \"samples\": %u, \"recharges\": %llu, \"recycled\": %llu, \"handoff\": {\"p50_ns\": %llu, \"p99_ns\": %llu, \"max_ns\": %llu}, \"queue_work\": {\"p50_ns\": %llu, \"p99_ns\": %llu, \"max_ns\": %llu}, \"ratio_p50\": %llu.%03u, \"ratio_p99\": %llu.%03u}%s\n",
 	    cfg->name, cfg->small ? small_size : size,
 	    cfg->no_zero ? "no_zero" : "zero", ho_memcg_names[cfg->memcg],
-	    cfg->b2b ? "true" : "false", samples, r->clean_handoffs,
-	    r->recharges, r->recycled, r->ho[0], r->ho[1], r->ho[2],
-	    r->wq[0], r->wq[1], r->wq[2], fx_int(r50), fx_frac(r50),
-	    fx_int(r99), fx_frac(r99), last ? "" : ",");
+	    cfg->b2b ? "true" : "false", samples, r->recharges, r->recycled,
+	    r->ho[0], r->ho[1], r->ho[2], r->wq[0], r->wq[1], r->wq[2],
+	    fx_int(r50), fx_frac(r50), fx_int(r99), fx_frac(r99),
+	    last ? "" : ",");
 	out(&table_out,
 	    "handoff %-27s %6u B: p50 %llu p99 %llu | queue_work p50 %llu p99 %llu (ns), ratio p50 %llu.%03u p99 %llu.%03u\n",
 	    cfg->name, cfg->small ? small_size : size, r->ho[0], r->ho[1],

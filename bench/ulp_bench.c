@@ -1387,7 +1387,7 @@ static int cmd_scale(int argc, char **argv)
 	double bound[SC_NR][SCALE_MAX_N], bound99[SC_NR][SCALE_MAX_N];
 	double x[SCALE_MAX_REPS], y[SCALE_MAX_REPS], timeout = 600;
 	double worst_bound = 0;
-	long long limit, reserve0, peak = 0, buf_size, clean;
+	long long limit, reserve0, peak = 0, buf_size;
 	bool failed = false;
 	char addr[32], src[32], *tok;
 
@@ -1482,7 +1482,6 @@ static int cmd_scale(int argc, char **argv)
 			}
 	if (limits_set(limit, reserve0))
 		die("restoring mbufmux_tcp's limit and reserve");
-	clean = stat_get("clean");
 
 	for (i = 0; i < nn; i++)
 		for (c = 0; c < SC_NR; c++) {
@@ -1553,7 +1552,7 @@ static int cmd_scale(int argc, char **argv)
 	printf("  \"scale_reserve_ratio_vs_tcp\": %.3f,\n",
 	       vs_tcp[SC_RESERVE][nn - 1]);
 	printf("  \"scale_peak_in_use\": %lld,\n", peak);
-	printf("  \"scale_peak_bytes\": %lld,\n", (peak + clean) * buf_size);
+	printf("  \"scale_peak_bytes\": %lld,\n", peak * buf_size);
 	fprintf(stderr,
 		"%-40s %.3f (us per handoff at each N over N = %d's: the one furthest from 1)\n",
 		"scale_handoff_flatness", worst_vs_first(per_wait[SC_ULP], nn),

@@ -26,7 +26,7 @@ stat() { sed -n "s/^$1 //p" "$DBG/tcp/stats"; }
 
 # failslab: only caches marked in /sys/kernel/slab/<cache>/failslab, and
 # sleeping allocations too (ignore-gfp-wait=N): the buffers are GFP_NOWAIT,
-# the pool's clean buffer GFP_KERNEL.
+# the preallocated ones GFP_KERNEL.
 failslab() {	# failslab <probability %>
 	echo Y >"$FS/cache-filter"
 	echo N >"$FS/ignore-gfp-wait"

@@ -529,9 +529,6 @@ static void test_fifo(void)
 	CHECK_EQ(st.waits, n + 1);
 	CHECK_EQ(st.cancels, 1);
 	CHECK_EQ(st.allocs, st.frees);
-	/* Clearing a small buffer costs less than a clean buffer's work. */
-	CHECK_EQ(st.clean_handoffs, 0);
-	CHECK_EQ(st.clean, 0);
 	kfree(c);
 out_pool:
 	mbufmux_pool_destroy(pool);
@@ -663,38 +660,21 @@ static void test_raise_limit(void)
 	mbufmux_pool_destroy(pool);
 }
 
-/* Wait for the pool's clean buffer, made or zeroed by its work item. */
-static bool wait_clean(struct mbufmux_pool *pool,
-		       struct mbufmux_pool_stats *st)
-{
-	unsigned long end = jiffies + HANG_TIMEOUT;
-
-	for (;;) {
-		mbufmux_pool_get_stats(pool, st);
-		if (st->clean)
-			break;
-		if (time_after(jiffies, end))
-			return false;
-		usleep_range(500, 1000);
-	}
-	return true;
-}
-
 /*
- * A page-sized buffer coming back to waiters from a context without a
- * memory cgroup: the first handoff zeroes it and makes the pool a clean
- * buffer; later ones hand the clean buffer on, and the returning one,
- * zeroed after the callback, is the next clean buffer. Every buffer a
- * waiter gets is zeroed. (The stats live in static storage: with KASAN,
- * a copy per check would overflow the frame.)
+ * A zeroing pool's handoff: a page-sized buffer, written all over, comes
+ * back to waiters from contexts without a memory cgroup. The waiter gets
+ * that very buffer, zeroed before it is handed on: nothing beyond the
+ * limit, no other buffer in its place. The raw free alike. (The stats
+ * live in static storage: with KASAN, a copy per check would overflow the
+ * frame.)
  */
-static void test_clean_handoff(void)
+static void test_handoff_zero(void)
 {
-	struct mbufmux_pool *pool = new_sized_pool("t_clean", PAGE_SIZE, 2, 1,
-						   0);
+	struct mbufmux_pool *pool = new_sized_pool("t_handoff_zero", PAGE_SIZE,
+						   2, 1, 0);
 	static struct mbufmux_pool_stats st;
 	static struct tw t[2];
-	void *other, *held, *got, *dirty = NULL;
+	void *other, *held, *got;
 	int i;
 
 	if (!pool)
@@ -720,46 +700,52 @@ static void test_clean_handoff(void)
 		got = mbufmux_get(&n->w, 0);
 		if (!CHECK(got))
 			break;
+		CHECK(got == held);
 		CHECK(all_zero(got, PAGE_SIZE));
 		mbufmux_pool_get_stats(pool, &st);
-		/* The first handoff has no clean buffer to give. */
-		CHECK_EQ(st.clean_handoffs, i);
 		CHECK_EQ(st.handoffs, i + 1);
 		CHECK_EQ(st.in_use, 2);
-		if (i) {
-			CHECK(got != held);
-			/* The one zeroed after the last handoff's callback. */
-			if (i > 1)
-				CHECK(got == dirty);
-			dirty = held;
-		}
-		CHECK(wait_clean(pool, &st));
+		CHECK_EQ(st.recharges, 0);
 		held = got;
 	}
+	if (i < 20)
+		goto out;
+
+	/* mbufmux_buf_free() of a written buffer: zeroed for the waiter. */
+	mbufmux_put(&t[0].w);
+	mbufmux_put(&t[1].w);
+	held = mbufmux_buf_alloc(pool, 0);
+	if (!CHECK(held))
+		goto out;
+	memset(held, 0x5a, PAGE_SIZE);
+	reinit_completion(&t[0].handed);
+	CHECK(!mbufmux_get(&t[0].w, 0));
+	mbufmux_buf_free(pool, held);
+	if (!CHECK(wait_for_completion_timeout(&t[0].handed, HANG_TIMEOUT)))
+		goto out;
+	got = mbufmux_get(&t[0].w, 0);
+	CHECK(got == held);
+	if (got)
+		CHECK(all_zero(got, PAGE_SIZE));
+	mbufmux_put(&t[0].w);
 
 	/*
 	 * A waiter that may not have the slot (it leaves the reserve, which
-	 * is all there is) is not handed the clean buffer: the returning one
-	 * goes back to the memory.
+	 * is all there is) is not handed the returning buffer: it goes back
+	 * to the memory, and the waiter stays queued.
 	 */
-	if (i < 20)
-		goto out;
-	mbufmux_pool_get_stats(pool, &st);
-	i = st.clean_handoffs;
-	mbufmux_put(&t[0].w);
-	mbufmux_put(&t[1].w);
 	held = mbufmux_buf_alloc(pool, 0);
 	CHECK(held);
 	CHECK(!mbufmux_get(&t[0].w, MBUFMUX_MARGIN_RESERVE));
 	mbufmux_buf_free(pool, held);
 	mbufmux_pool_get_stats(pool, &st);
-	CHECK_EQ(st.clean_handoffs, i);
-	CHECK_EQ(st.clean, 1);
+	CHECK_EQ(st.handoffs, 21);
 	CHECK_EQ(st.in_use, 1);
 	CHECK(mbufmux_waiter_queued(&t[0].w));
 	mbufmux_cancel(&t[0].w);
 	mbufmux_pool_get_stats(pool, &st);
 	CHECK_EQ(st.waits, st.handoffs + 1);
+	CHECK_EQ(st.cancels, 1);
 out:
 	mbufmux_cancel(&t[0].w);
 	mbufmux_cancel(&t[1].w);
@@ -767,21 +753,20 @@ out:
 		mbufmux_buf_free(pool, other);
 	mbufmux_pool_get_stats(pool, &st);
 	CHECK_EQ(st.in_use, 0);
-	/* Destroyed with its clean buffer: freed with the pool. */
+	CHECK_EQ(st.allocs, st.frees);
 	mbufmux_pool_destroy(pool);
 }
 
 /*
- * Memory cgroups and the clean buffer. A waiter with a cgroup, served in
- * place of a buffer given back without one, gets a fresh buffer in its
- * cgroup (a recharge), not the clean buffer. A buffer given back by a
- * waiter with a cgroup is cleared first and handed on itself, as before
- * the clean buffer: its charge goes on with it.
+ * A zeroing pool's handoffs across memory cgroups. A waiter with a cgroup,
+ * served by a buffer given back without one, gets a fresh, zeroed buffer
+ * in its cgroup (a recharge). A buffer given back by a waiter with a
+ * cgroup is zeroed and handed on itself: its charge goes on with it.
  */
-static void test_clean_memcg(void)
+static void test_handoff_zero_memcg(void)
 {
-	struct mbufmux_pool *pool = new_sized_pool("t_clean_cg", PAGE_SIZE,
-						   1, 0, 0);
+	struct mbufmux_pool *pool = new_sized_pool("t_handoff_zero_cg",
+						   PAGE_SIZE, 1, 0, 0);
 	static struct mbufmux_pool_stats st;
 	struct mem_cgroup *memcg;
 	static struct tw a, b;
@@ -795,14 +780,6 @@ static void test_clean_memcg(void)
 		goto out_pool;
 	tw_init(&a, pool);
 	tw_init(&b, pool);
-
-	/* A first handoff, without cgroups, makes the clean buffer. */
-	CHECK(mbufmux_get(&a.w, 0));
-	CHECK(!mbufmux_get(&b.w, 0));
-	mbufmux_put(&a.w);
-	if (!CHECK(wait_for_completion_timeout(&b.handed, HANG_TIMEOUT)) ||
-	    !CHECK(wait_clean(pool, &st)))
-		goto out;
 
 	/* b (no cgroup) gives back to a (a cgroup): recharged. */
 	held = mbufmux_get(&b.w, 0);
@@ -818,14 +795,11 @@ static void test_clean_memcg(void)
 	if (!CHECK(got))
 		goto out;
 	CHECK(all_zero(got, PAGE_SIZE));
-	CHECK(got != held);
 	mbufmux_pool_get_stats(pool, &st);
 	CHECK_EQ(st.recharges, 1);
-	CHECK_EQ(st.clean_handoffs, 1);
-	/* The clean buffer was freed for the fresh one; b's is zeroed next. */
-	CHECK(wait_clean(pool, &st));
+	CHECK_EQ(st.handoffs, 1);
 
-	/* a (a cgroup) gives back to b (none): the same buffer, cleared. */
+	/* a (a cgroup) gives back to b (none): the same buffer, zeroed. */
 	memset(got, 0xa5, PAGE_SIZE);
 	reinit_completion(&b.handed);
 	CHECK(!mbufmux_get(&b.w, 0));
@@ -838,8 +812,8 @@ static void test_clean_memcg(void)
 		CHECK(all_zero(held, PAGE_SIZE));
 	mbufmux_pool_get_stats(pool, &st);
 	CHECK_EQ(st.recharges, 1);
-	CHECK_EQ(st.clean_handoffs, 1);
-	CHECK_EQ(st.clean, 1);
+	CHECK_EQ(st.handoffs, 2);
+	CHECK_EQ(st.in_use, 1);
 out:
 	mbufmux_cancel(&a.w);
 	mbufmux_cancel(&b.w);
@@ -1098,8 +1072,7 @@ static int race_fastpath(struct mbufmux_pool *pool, unsigned int size,
 }
 
 /*
- * @size decides whether handoffs use the pool's clean buffer (a page and
- * more) or clear the returning buffer first. With @flags
+ * @size: a small buffer, or a page. With @flags
  * MBUFMUX_POOL_NO_ZERO, the pool zeroes nothing and recycles: the limit
  * stays at 3 (set again and again, for its side effects), and the threads
  * check that they never hold more buffers than that at once, nor one
@@ -1172,10 +1145,9 @@ static void stress(const char *name, unsigned int size, unsigned int flags)
 	/* Quiesce: the last frees may still be serving. */
 	CHECK_EQ(mbufmux_pool_set_limits(pool, 3, 1), 0);
 	st = stats(pool);
-	pr_info("    # %u B, %d threads, %u ops: waits %lu handed %lu cancelled %lu; pool allocs %llu handoffs %llu (clean %llu) cancels %llu peak %llu nomem %llu\n",
+	pr_info("    # %u B, %d threads, %u ops: waits %lu handed %lu cancelled %lu; pool allocs %llu handoffs %llu cancels %llu peak %llu nomem %llu\n",
 		size, n, n * DIV_ROUND_UP(stress_ops, NR_STRESS), waits,
-		handed, cancelled, st.allocs, st.handoffs, st.clean_handoffs,
-		st.cancels, st.peak, st.alloc_nomem);
+		handed, cancelled, st.allocs, st.handoffs, st.cancels, st.peak, st.alloc_nomem);
 	if (flags)
 		pr_info("    # recycled %llu kept %llu, held at most %d at once\n",
 			st.recycled, st.kept, held_max);
@@ -1203,13 +1175,7 @@ static void stress(const char *name, unsigned int size, unsigned int flags)
 		CHECK(st.kept <= st.limit);
 		CHECK(st.recycled > 0);
 		CHECK(st.recycled <= st.allocs);
-		CHECK_EQ(st.clean_handoffs, 0);
-	} else if (size >= PAGE_SIZE) {
-		CHECK(st.clean_handoffs > 0);
-	} else {
-		CHECK_EQ(st.clean_handoffs, 0);
 	}
-	CHECK(st.clean_handoffs <= st.handoffs);
 	kfree(c);
 out_pool:
 	mbufmux_pool_destroy(pool);
@@ -1377,8 +1343,8 @@ static void test_recycle(void)
 }
 
 /*
- * A handoff does not zero either, nor use a clean buffer: the waiter gets
- * the buffer that came back, as it was left.
+ * A handoff does not zero either: the waiter gets the buffer that came
+ * back, as it was left.
  */
 static void test_handoff_no_zero(void)
 {
@@ -1414,12 +1380,8 @@ static void test_handoff_no_zero(void)
 		CHECK(!memchr_inv(got, 0xa0 + i, PAGE_SIZE));
 		held = got;
 	}
-	/* Give a clean buffer's work the time to show. */
-	msleep(50);
 	mbufmux_pool_get_stats(pool, &st);
 	CHECK_EQ(st.handoffs, 4);
-	CHECK_EQ(st.clean_handoffs, 0);
-	CHECK_EQ(st.clean, 0);
 	CHECK_EQ(st.in_use, 1);
 out:
 	mbufmux_cancel(&a.w);
@@ -1768,8 +1730,8 @@ static const struct mbufmux_test tests[] = {
 	{ "fifo_order", test_fifo },
 	{ "cancel", test_cancel },
 	{ "raise_limit_wakes", test_raise_limit },
-	{ "clean_handoff", test_clean_handoff },
-	{ "clean_memcg", test_clean_memcg },
+	{ "handoff_zero", test_handoff_zero },
+	{ "handoff_zero_memcg", test_handoff_zero_memcg },
 	{ "destroy_with_buffers_out", test_destroy_busy },
 	{ "stress", test_stress },
 	{ "stress_page", test_stress_page },

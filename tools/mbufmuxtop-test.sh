@@ -49,7 +49,7 @@ mkstats() {
 			if [ $i -eq 0 ]; then echo wait_hist_us_0; else echo "wait_hist_us_$((1 << (i - 1)))"; fi
 			i=$((i + 1))
 		done
-		for k in clean_handoffs clean kept recycled shrunk; do
+		for k in kept recycled shrunk; do
 			echo "$k"
 		done
 	} | awk -v args="$(printf '%s\n' "$@")" '
