@@ -130,11 +130,11 @@ fi
 keys="fastpath_ratio_vs_kmem_cache|<= 0.3|kmem_cache with zeroing, 16 KiB; the pool as mbufmux_tcp makes it (recycled, not zeroed)
 fastpath_ratio_vs_kmem_cache_small|<= 1.0|kmem_cache with zeroing, 256 B; the same pool
 fastpath_zeroing_ratio_vs_kmem_cache|-|kmem_cache with zeroing, 16 KiB; a zeroing pool
-handoff_ratio_vs_workqueue|<= 1.2|queue_work() to its work function; zeroing pool, root cgroup, pool recovered
-handoff_ratio_vs_workqueue_back_to_back|<= 1.2|a work item queued from a work function; zeroing pool, back to back
-handoff_ratio_vs_workqueue_memcg|<= 1.2|queue_work(); zeroing pool, holder and waiter in one child cgroup
+handoff_ratio_vs_workqueue|-|queue_work() to its work function; zeroing pool (its memset is the consumer's), root cgroup
+handoff_ratio_vs_workqueue_back_to_back|-|a work item queued from a work function; zeroing pool, back to back
+handoff_ratio_vs_workqueue_memcg|-|queue_work(); zeroing pool, holder and waiter in one child cgroup
 handoff_ratio_vs_workqueue_memcg_cross|-|queue_work(); zeroing pool, holder in the root, waiter in a child (recharge)
-handoff_ratio_vs_workqueue_no_zero|-|queue_work(); the pool of mbufmux_tcp (no zeroing), root cgroup
+handoff_ratio_vs_workqueue_no_zero|<= 1.2|queue_work(); the pool of mbufmux_tcp (no zeroing), root cgroup
 handoff_ratio_vs_workqueue_no_zero_back_to_back|<= 1.2|a work item queued from a work function; the pool of mbufmux_tcp, back to back
 handoff_ratio_vs_workqueue_no_zero_memcg|<= 1.2|queue_work(); the pool of mbufmux_tcp, one child cgroup
 handoff_ratio_vs_workqueue_no_zero_memcg_back_to_back|<= 1.2|the same, back to back
