@@ -491,9 +491,8 @@ static void mbufmux_handoff_locked(struct mbufmux_pool *pool,
 				   struct mbufmux_waiter *w, void *buf,
 				   bool self)
 {
-	u64 waited = ktime_get_ns() - w->queued_ns;
 	unsigned int bucket = 0;
-	u64 us;
+	u64 waited, us;
 
 	lockdep_assert_held(&pool->wait_lock);
 	mbufmux_dequeue_locked(pool, w);
@@ -502,6 +501,7 @@ static void mbufmux_handoff_locked(struct mbufmux_pool *pool,
 		WRITE_ONCE(w->queued, false);
 		return;
 	}
+	waited = ktime_get_ns() - w->queued_ns;
 	w->handoffs++;
 	w->wait_ns += waited;
 	/* Pairs with smp_load_acquire() in mbufmux_get(): @buf is visible */
@@ -529,17 +529,22 @@ static void mbufmux_handoff_locked(struct mbufmux_pool *pool,
  * the waiter is served, and the charge stays where it was (counted in
  * @recharge_fail).
  */
-static void *mbufmux_recharge_locked(struct mbufmux_pool *pool,
-				     struct mbufmux_waiter *w, void *spare,
-				     struct mem_cgroup *spare_memcg)
+static bool mbufmux_needs_recharge(const struct mbufmux_waiter *w,
+				   const struct mem_cgroup *spare_memcg)
+{
+	return w->memcg && w->memcg != spare_memcg;
+}
+
+/* Out of line: the handoff without a recharge needs fewer registers. */
+static noinline void *mbufmux_recharge_locked(struct mbufmux_pool *pool,
+					      struct mbufmux_waiter *w,
+					      void *spare,
+					      struct mem_cgroup *spare_memcg)
 {
 	struct mem_cgroup *old_memcg;
 	void *buf = NULL;
 
 	lockdep_assert_held(&pool->wait_lock);
-	if (!w->memcg || w->memcg == spare_memcg)
-		return spare;
-
 	/* Not from the stash: that is for when the slab fails, not this. */
 	if (pool->keep)
 		buf = mbufmux_unkeep(pool, w->memcg);
@@ -563,54 +568,70 @@ static void *mbufmux_recharge_locked(struct mbufmux_pool *pool,
  * only for a later one with a smaller margin (a critical request may take
  * the reserve that the head may not); when every waiter leaves the reserve
  * (no explicit margins queued), the first that does not fit ends the walk.
- *
- * @spare, if not NULL, is a buffer for the slot of one coming back (still
- * counted in @in_use) from a context charged to @spare_memcg, zeroed if
- * the pool zeroes. It goes to the first waiter that may have it. @self is the waiter whose
- * mbufmux_get() is serving, or NULL. Returns @spare if nobody took it.
+ * @self is the waiter whose mbufmux_get() is serving, or NULL.
  */
-static void *mbufmux_serve_locked(struct mbufmux_pool *pool, void *spare,
-				  struct mem_cgroup *spare_memcg,
-				  struct mbufmux_waiter *self)
+static void mbufmux_serve_locked(struct mbufmux_pool *pool,
+				 struct mbufmux_waiter *self)
 {
 	struct mbufmux_waiter *w, *next;
-	unsigned int margin, limit;
 	bool nomem;
 	void *buf;
 
 	lockdep_assert_held(&pool->wait_lock);
 	list_for_each_entry_safe(w, next, &pool->wait_list, node) {
-		margin = mbufmux_margin(pool, w->margin);
-		limit = READ_ONCE(pool->limit);
-		buf = NULL;
-		if (spare) {
-			/* One fewer out must leave the margin under the limit. */
-			if (margin < limit &&
-			    mbufmux_used(pool) - 1 < limit - margin) {
-				/* Zeroed (if at all) by the caller. */
-				buf = mbufmux_recharge_locked(pool, w, spare,
-							      spare_memcg);
-				spare = NULL;
-				this_cpu_inc(pool->pcpu->frees);
-				this_cpu_inc(pool->pcpu->allocs);
-			}
-		} else {
-			buf = mbufmux_try_alloc(pool, w->margin, w->memcg,
-						&nomem);
-			if (!buf && nomem) {
-				/* The retry work is scheduled: stop here. */
-				mbufmux_count_fail(pool, w->margin, true);
-				break;
-			}
-		}
+		buf = mbufmux_try_alloc(pool, w->margin, w->memcg, &nomem);
 		if (buf) {
 			mbufmux_handoff_locked(pool, w, buf, w == self);
 			continue;
 		}
+		if (nomem) {
+			/* The retry work is scheduled: stop here. */
+			mbufmux_count_fail(pool, w->margin, true);
+			break;
+		}
 		/* Nobody further can fit: all leave the reserve, or the
 		 * pool is full (no margin fits no room).
 		 */
-		if (!pool->nr_explicit || mbufmux_used(pool) - !!spare >= limit)
+		if (!pool->nr_explicit ||
+		    mbufmux_used(pool) >= READ_ONCE(pool->limit))
+			break;
+	}
+}
+
+/*
+ * Hand the slot of @spare, a buffer coming back (still counted in
+ * @in_use) from a context charged to @spare_memcg and zeroed if the pool
+ * zeroes, to the first waiter that may have it, in order as
+ * mbufmux_serve_locked() walks. The walk ends there: the slot changes
+ * hands, @in_use does not, so nobody behind fits who did not before (they
+ * are served by whatever makes room next). Returns @spare if nobody took
+ * it.
+ */
+static void *mbufmux_handoff_spare_locked(struct mbufmux_pool *pool,
+					  void *spare,
+					  struct mem_cgroup *spare_memcg)
+{
+	unsigned int margin, limit;
+	struct mbufmux_waiter *w;
+	void *buf;
+
+	lockdep_assert_held(&pool->wait_lock);
+	list_for_each_entry(w, &pool->wait_list, node) {
+		margin = mbufmux_margin(pool, w->margin);
+		limit = READ_ONCE(pool->limit);
+		/* One fewer out must leave the margin under the limit. */
+		if (margin < limit && mbufmux_used(pool) - 1 < limit - margin) {
+			buf = spare;
+			if (mbufmux_needs_recharge(w, spare_memcg))
+				buf = mbufmux_recharge_locked(pool, w, spare,
+							      spare_memcg);
+			this_cpu_inc(pool->pcpu->frees);
+			this_cpu_inc(pool->pcpu->allocs);
+			mbufmux_handoff_locked(pool, w, buf, false);
+			return NULL;
+		}
+		/* As in mbufmux_serve_locked(), one fewer out. */
+		if (!pool->nr_explicit || mbufmux_used(pool) - 1 >= limit)
 			break;
 	}
 	return spare;
@@ -632,7 +653,7 @@ static void mbufmux_release_buf(struct mbufmux_pool *pool, void *buf,
 static void mbufmux_serve(struct mbufmux_pool *pool)
 {
 	spin_lock_bh(&pool->wait_lock);
-	mbufmux_serve_locked(pool, NULL, NULL, NULL);
+	mbufmux_serve_locked(pool, NULL);
 	spin_unlock_bh(&pool->wait_lock);
 }
 
@@ -645,28 +666,37 @@ static void mbufmux_retry_work(struct work_struct *work)
 	mbufmux_serve(pool);
 }
 
-/* @memcg: the cgroup @buf is charged to, NULL if unknown */
-static void __mbufmux_buf_free(struct mbufmux_pool *pool, void *buf,
-			       struct mem_cgroup *memcg)
+/*
+ * A free while contexts wait: @buf, from a context charged to @memcg, is
+ * likely handed on. Out of line, so that the free's fast path (nobody
+ * waiting) saves only the registers it needs.
+ */
+static noinline void mbufmux_free_waiting(struct mbufmux_pool *pool,
+					  void *buf, struct mem_cgroup *memcg)
 {
-	if (likely(!READ_ONCE(pool->nr_waiters)))
-		goto release;
-
 	/*
-	 * Likely handed on: never carry one owner's bytes to the next. The
-	 * one place a returning buffer is zeroed, here, outside the wait-list
-	 * lock; a consumer that never shows bytes it did not write
+	 * Never carry one owner's bytes to the next. The one place a
+	 * returning buffer is zeroed, here, outside the wait-list lock; a
+	 * consumer that never shows bytes it did not write
 	 * (MBUFMUX_POOL_NO_ZERO) needs none.
 	 */
 	if (mbufmux_zeroes(pool))
 		memset(buf, 0, pool->buf_size);
 	spin_lock_bh(&pool->wait_lock);
-	buf = mbufmux_serve_locked(pool, buf, memcg, NULL);
+	buf = mbufmux_handoff_spare_locked(pool, buf, memcg);
 	spin_unlock_bh(&pool->wait_lock);
-	if (!buf)
-		return;
-release:
-	mbufmux_release_buf(pool, buf, memcg);
+	if (buf)
+		mbufmux_release_buf(pool, buf, memcg);
+}
+
+/* @memcg: the cgroup @buf is charged to, NULL if unknown */
+static void __mbufmux_buf_free(struct mbufmux_pool *pool, void *buf,
+			       struct mem_cgroup *memcg)
+{
+	if (unlikely(READ_ONCE(pool->nr_waiters)))
+		mbufmux_free_waiting(pool, buf, memcg);
+	else
+		mbufmux_release_buf(pool, buf, memcg);
 }
 
 /**
@@ -803,7 +833,7 @@ void *mbufmux_get(struct mbufmux_waiter *w, unsigned int margin)
 	 * the list as a free would: we are served if our turn has come.
 	 */
 	smp_mb();
-	mbufmux_serve_locked(pool, NULL, NULL, w);
+	mbufmux_serve_locked(pool, w);
 	if (!w->queued) {
 		buf = w->buf;
 		spin_unlock_bh(&pool->wait_lock);
@@ -931,7 +961,7 @@ int mbufmux_pool_set_limits(struct mbufmux_pool *pool, unsigned int limit,
 	spin_lock_bh(&pool->wait_lock);
 	WRITE_ONCE(pool->limit, limit);
 	WRITE_ONCE(pool->reserve, reserve);
-	mbufmux_serve_locked(pool, NULL, NULL, NULL);
+	mbufmux_serve_locked(pool, NULL);
 	spin_unlock_bh(&pool->wait_lock);
 
 	/* Kept buffers past a lowered limit go. */
