@@ -487,9 +487,9 @@ static void mbufmux_dequeue_locked(struct mbufmux_pool *pool,
  * Give @buf to @w, which leaves the list. A waiter served in its own
  * mbufmux_get() (@self) just takes it; any other gets its callback queued.
  */
-static void mbufmux_handoff_locked(struct mbufmux_pool *pool,
-				   struct mbufmux_waiter *w, void *buf,
-				   bool self)
+static __always_inline void mbufmux_handoff_locked(struct mbufmux_pool *pool,
+						   struct mbufmux_waiter *w,
+						   void *buf, bool self)
 {
 	unsigned int bucket = 0;
 	u64 waited, us;
