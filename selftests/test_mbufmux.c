@@ -661,6 +661,56 @@ static void test_raise_limit(void)
 }
 
 /*
+ * The wait histogram: each handoff counts in the bucket of its wait, the
+ * one wait_ns_max holds when there was one handoff. Bucket 0 counts waits
+ * under 1 us, bucket k > 0 those in [2^(k-1), 2^k) us, the last one all
+ * longer. The wait is at least the 3 ms slept, so the bucket is at least
+ * that of 2048 us: a lower bound, whatever the machine's speed.
+ */
+static void test_wait_hist(void)
+{
+	struct mbufmux_pool *pool = new_pool("t_wait_hist", 1, 0, 0);
+	static struct mbufmux_pool_stats st;
+	unsigned int i, k = 0, n = 0;
+	static struct tw t;
+	u64 us, sum = 0;
+	void *held;
+
+	if (!pool)
+		return;
+	held = mbufmux_buf_alloc(pool, 0);
+	if (!CHECK(held))
+		goto out;
+	tw_init(&t, pool);
+	CHECK(!mbufmux_get(&t.w, 0));
+	usleep_range(3000, 4000);
+	mbufmux_buf_free(pool, held);
+	if (!CHECK(wait_for_completion_timeout(&t.handed, HANG_TIMEOUT)))
+		goto out;
+	mbufmux_pool_get_stats(pool, &st);
+	for (i = 0; i < MBUFMUX_WAIT_HIST_BUCKETS; i++) {
+		sum += st.wait_hist[i];
+		if (st.wait_hist[i]) {
+			k = i;
+			n++;
+		}
+	}
+	CHECK_EQ(st.handoffs, 1);
+	CHECK_EQ(sum, st.handoffs);
+	CHECK_EQ(n, 1);
+	us = div_u64(st.wait_ns_max, NSEC_PER_USEC);
+	pr_info("    # waited %llu us: bucket %u\n", us, k);
+	CHECK(us >= 3000);
+	CHECK(k >= 12);
+	CHECK(k > 0 && us >= 1ULL << (k - 1));
+	CHECK(k == MBUFMUX_WAIT_HIST_BUCKETS - 1 || us < 1ULL << k);
+out:
+	mbufmux_cancel(&t.w);
+	CHECK_EQ(stats_now(pool)->in_use, 0);
+	mbufmux_pool_destroy(pool);
+}
+
+/*
  * A zeroing pool's handoff: a page-sized buffer, written all over, comes
  * back to waiters from contexts without a memory cgroup. The waiter gets
  * that very buffer, zeroed before it is handed on: nothing beyond the
@@ -1730,6 +1780,7 @@ static const struct mbufmux_test tests[] = {
 	{ "fifo_order", test_fifo },
 	{ "cancel", test_cancel },
 	{ "raise_limit_wakes", test_raise_limit },
+	{ "wait_hist", test_wait_hist },
 	{ "handoff_zero", test_handoff_zero },
 	{ "handoff_zero_memcg", test_handoff_zero_memcg },
 	{ "destroy_with_buffers_out", test_destroy_busy },
