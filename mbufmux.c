@@ -40,10 +40,10 @@
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
 #include <linux/atomic.h>
+#include <linux/bitops.h>
 #include <linux/ctype.h>
 #include <linux/debugfs.h>
 #include <linux/ktime.h>
-#include <linux/log2.h>
 #include <linux/math64.h>
 #include <linux/module.h>
 #include <linux/mutex.h>
@@ -491,8 +491,7 @@ static __always_inline void mbufmux_handoff_locked(struct mbufmux_pool *pool,
 						   struct mbufmux_waiter *w,
 						   void *buf, bool self)
 {
-	unsigned int bucket = 0;
-	u64 waited, us;
+	u64 waited;
 
 	lockdep_assert_held(&pool->wait_lock);
 	mbufmux_dequeue_locked(pool, w);
@@ -509,11 +508,10 @@ static __always_inline void mbufmux_handoff_locked(struct mbufmux_pool *pool,
 
 	pool->counts.handoffs++;
 	pool->counts.wait_ns_max = max(pool->counts.wait_ns_max, waited);
-	us = div_u64(waited, NSEC_PER_USEC);
-	if (us)
-		bucket = min_t(unsigned int, ilog2(us) + 1,
-			       MBUFMUX_WAIT_HIST_BUCKETS - 1);
-	pool->counts.wait_hist[bucket]++;
+	/* Bucket 0: under 1 us; k: [2^(k-1), 2^k) us, fls64() of the us. */
+	pool->counts.wait_hist[min_t(unsigned int,
+				     fls64(div_u64(waited, NSEC_PER_USEC)),
+				     MBUFMUX_WAIT_HIST_BUCKETS - 1)]++;
 	trace_mbufmux_handoff(pool->name, w, buf, waited);
 
 	queue_work(mbufmux_wq, &w->work);
