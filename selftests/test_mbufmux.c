@@ -77,6 +77,20 @@ MODULE_PARM_DESC(tests_failed, "tests that failed (read-only result)");
 	__ok;								\
 })
 
+/* A pool made as @p says; NULL, counted as a failure, if it cannot be. */
+static struct mbufmux_pool *new_pool_from(const struct mbufmux_pool_params *p)
+{
+	struct mbufmux_pool *pool = mbufmux_pool_create(p);
+
+	if (IS_ERR(pool)) {
+		pr_info("    # cannot create pool %s: %ld\n", p->name,
+			PTR_ERR(pool));
+		failed_asserts++;
+		return NULL;
+	}
+	return pool;
+}
+
 static struct mbufmux_pool *new_sized_pool(const char *name,
 					   unsigned int size,
 					   unsigned int limit,
@@ -87,15 +101,8 @@ static struct mbufmux_pool *new_sized_pool(const char *name,
 		.name = name, .buf_size = size, .limit = limit,
 		.reserve = reserve, .prealloc = prealloc,
 	};
-	struct mbufmux_pool *pool = mbufmux_pool_create(&p);
 
-	if (IS_ERR(pool)) {
-		pr_info("    # cannot create pool %s: %ld\n", name,
-			PTR_ERR(pool));
-		failed_asserts++;
-		return NULL;
-	}
-	return pool;
+	return new_pool_from(&p);
 }
 
 static struct mbufmux_pool *new_pool(const char *name, unsigned int limit,
@@ -113,15 +120,8 @@ static struct mbufmux_pool *new_flagged_pool(const char *name,
 	struct mbufmux_pool_params p = {
 		.name = name, .buf_size = size, .limit = limit, .flags = flags,
 	};
-	struct mbufmux_pool *pool = mbufmux_pool_create(&p);
 
-	if (IS_ERR(pool)) {
-		pr_info("    # cannot create pool %s: %ld\n", name,
-			PTR_ERR(pool));
-		failed_asserts++;
-		return NULL;
-	}
-	return pool;
+	return new_pool_from(&p);
 }
 
 static struct mbufmux_pool_stats stats(struct mbufmux_pool *pool)
@@ -183,6 +183,20 @@ static void tw_init(struct tw *t, struct mbufmux_pool *pool)
 	init_completion(&t->handed);
 	atomic_set(&t->calls, 0);
 	t->order = 0;
+}
+
+/*
+ * @n, refused a buffer, waits while @h gives its own back: returns what
+ * @n was handed, or NULL (a failure) if its callback did not come.
+ */
+static void *hand_over(struct tw *h, struct tw *n)
+{
+	reinit_completion(&n->handed);
+	CHECK(!mbufmux_get(&n->w, 0));
+	mbufmux_put(&h->w);
+	if (!CHECK(wait_for_completion_timeout(&n->handed, HANG_TIMEOUT)))
+		return NULL;
+	return mbufmux_get(&n->w, 0);
 }
 
 /* Tests. Each returns nothing; CHECK() records failures. */
@@ -741,13 +755,7 @@ static void test_handoff_zero(void)
 		struct tw *h = &t[i % 2], *n = &t[(i + 1) % 2];
 
 		memset(held, 0xa5, PAGE_SIZE);
-		reinit_completion(&n->handed);
-		CHECK(!mbufmux_get(&n->w, 0));
-		mbufmux_put(&h->w);
-		if (!CHECK(wait_for_completion_timeout(&n->handed,
-						       HANG_TIMEOUT)))
-			break;
-		got = mbufmux_get(&n->w, 0);
+		got = hand_over(h, n);
 		if (!CHECK(got))
 			break;
 		CHECK(got == held);
@@ -837,11 +845,7 @@ static void test_handoff_zero_memcg(void)
 		goto out;
 	memset(held, 0xa5, PAGE_SIZE);
 	a.w.memcg = memcg;
-	CHECK(!mbufmux_get(&a.w, 0));
-	mbufmux_put(&b.w);
-	if (!CHECK(wait_for_completion_timeout(&a.handed, HANG_TIMEOUT)))
-		goto out;
-	got = mbufmux_get(&a.w, 0);
+	got = hand_over(&b, &a);
 	if (!CHECK(got))
 		goto out;
 	CHECK(all_zero(got, PAGE_SIZE));
@@ -851,15 +855,11 @@ static void test_handoff_zero_memcg(void)
 
 	/* a (a cgroup) gives back to b (none): the same buffer, zeroed. */
 	memset(got, 0xa5, PAGE_SIZE);
-	reinit_completion(&b.handed);
-	CHECK(!mbufmux_get(&b.w, 0));
-	mbufmux_put(&a.w);
-	if (!CHECK(wait_for_completion_timeout(&b.handed, HANG_TIMEOUT)))
+	held = hand_over(&a, &b);
+	if (!CHECK(held))
 		goto out;
-	held = mbufmux_get(&b.w, 0);
 	CHECK(held == got);
-	if (held)
-		CHECK(all_zero(held, PAGE_SIZE));
+	CHECK(all_zero(held, PAGE_SIZE));
 	mbufmux_pool_get_stats(pool, &st);
 	CHECK_EQ(st.recharges, 1);
 	CHECK_EQ(st.handoffs, 2);
@@ -1417,13 +1417,7 @@ static void test_handoff_no_zero(void)
 		struct tw *h = i % 2 ? &b : &a, *n = i % 2 ? &a : &b;
 
 		memset(held, 0xa0 + i, PAGE_SIZE);
-		reinit_completion(&n->handed);
-		CHECK(!mbufmux_get(&n->w, 0));
-		mbufmux_put(&h->w);
-		if (!CHECK(wait_for_completion_timeout(&n->handed,
-						       HANG_TIMEOUT)))
-			break;
-		got = mbufmux_get(&n->w, 0);
+		got = hand_over(h, n);
 		CHECK(got == held);
 		if (!got)
 			break;
@@ -1554,26 +1548,30 @@ out:
 	CHECK_EQ(stats_now(pool)->in_use, 0);
 }
 
-static void test_recycle_memcg(void)
+/*
+ * Run @steps on CPU 0 with a fresh recycling (no-zero) pool of @limit
+ * buffers and the memory cgroup of the caller, as struct recycle_memcg.
+ */
+static void run_recycle_memcg(const char *name, unsigned int limit,
+			      void (*steps)(void *arg))
 {
 	struct recycle_memcg rm = {};
 
 	rm.memcg = get_mem_cgroup_from_mm(current->mm);
 	if (!CHECK(rm.memcg))
 		return;
-	rm.pool = new_flagged_pool("t_recycle_cg", BUF_SIZE, 4,
-				   MBUFMUX_POOL_NO_ZERO);
+	rm.pool = new_flagged_pool(name, BUF_SIZE, limit, MBUFMUX_POOL_NO_ZERO);
 	if (rm.pool) {
-		run_on_cpu(0, recycle_memcg_steps, &rm);
-		mbufmux_pool_destroy(rm.pool);
-	}
-	rm.pool = new_flagged_pool("t_recycle_cg1", BUF_SIZE, 1,
-				   MBUFMUX_POOL_NO_ZERO);
-	if (rm.pool) {
-		run_on_cpu(0, recycle_recharge_steps, &rm);
+		run_on_cpu(0, steps, &rm);
 		mbufmux_pool_destroy(rm.pool);
 	}
 	mem_cgroup_put(rm.memcg);
+}
+
+static void test_recycle_memcg(void)
+{
+	run_recycle_memcg("t_recycle_cg", 4, recycle_memcg_steps);
+	run_recycle_memcg("t_recycle_cg1", 1, recycle_recharge_steps);
 }
 
 /*
@@ -1634,18 +1632,7 @@ static void keep_limit_steps(void *arg)
 
 static void test_keep_limit(void)
 {
-	struct recycle_memcg rm = {};
-
-	rm.memcg = get_mem_cgroup_from_mm(current->mm);
-	if (!CHECK(rm.memcg))
-		return;
-	rm.pool = new_flagged_pool("t_keep_limit", BUF_SIZE, 3,
-				   MBUFMUX_POOL_NO_ZERO);
-	if (rm.pool) {
-		run_on_cpu(0, keep_limit_steps, &rm);
-		mbufmux_pool_destroy(rm.pool);
-	}
-	mem_cgroup_put(rm.memcg);
+	run_recycle_memcg("t_keep_limit", 3, keep_limit_steps);
 }
 
 /* Kept buffers on both CPUs: the shrinker takes them from either. */
