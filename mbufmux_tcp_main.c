@@ -158,7 +158,6 @@ unsigned int mbtcp_unreserved(void)
  * @tx_work: pushes staged bytes once TCP has room, and lets a dead
  *	connection's buffer go (write-space and error callbacks)
  * @sk: the socket
- * @sk_proto: TCP's proto, restored at close
  * @sk_write_space: TCP's write-space callback, restored at close
  * @sk_error_report: TCP's error callback, restored at close
  * @head: offset of the first staged byte in the buffer
@@ -191,7 +190,6 @@ struct mbtcp_sock {
 	struct mbufmux_waiter waiter;
 	struct work_struct tx_work;
 	struct sock *sk;
-	struct proto *sk_proto;
 	void (*sk_write_space)(struct sock *sk);
 	void (*sk_error_report)(struct sock *sk);
 	unsigned int head;
@@ -213,7 +211,7 @@ enum { MBTCP_IPV4, MBTCP_IPV6, MBTCP_NUM_PROTS };
 static struct proto mbtcp_prots[MBTCP_NUM_PROTS];
 static struct proto_ops mbtcp_proto_ops[MBTCP_NUM_PROTS];
 /* The TCPv6 proto and ops our copies were built from; tcp_prot for v4. */
-static const struct proto *saved_tcpv6_prot;
+static struct proto *saved_tcpv6_prot;
 static const struct proto_ops *saved_tcpv6_ops;
 static DEFINE_MUTEX(tcpv6_prot_mutex);
 static struct workqueue_struct *mbtcp_wq;
@@ -225,6 +223,15 @@ static struct mbtcp_sock *mbtcp_sk_ctx(const struct sock *sk)
 	/* Attached sockets only: the ops below are reached through it. */
 	return (__force struct mbtcp_sock *)
 		rcu_dereference_protected(inet_csk(sk)->icsk_ulp_data, 1);
+}
+
+/*
+ * TCP's proto, which the socket had before it was attached and gets back
+ * at close: one per family, as attaching checks (mbtcp_ulp_init()).
+ */
+static struct proto *mbtcp_base_prot(const struct sock *sk)
+{
+	return sk->sk_family == AF_INET6 ? saved_tcpv6_prot : &tcp_prot;
 }
 
 /* Waiting for a buffer: on the pool's queue, or on the user's. */
@@ -993,7 +1000,7 @@ static int mbtcp_recvmsg(struct sock *sk, struct msghdr *msg, size_t len,
 		if (err)
 			return err;
 	}
-	return ctx->sk_proto->recvmsg(sk, msg, len, flags, addr_len);
+	return mbtcp_base_prot(sk)->recvmsg(sk, msg, len, flags, addr_len);
 }
 
 static __poll_t mbtcp_poll(struct file *file, struct socket *sock,
@@ -1060,7 +1067,7 @@ static void mbtcp_shutdown(struct sock *sk, int how)
 		if (mbtcp_parked(ctx))
 			mbtcp_cancel(ctx);
 	}
-	ctx->sk_proto->shutdown(sk, how);
+	mbtcp_base_prot(sk)->shutdown(sk, how);
 	if (how & SEND_SHUTDOWN) {
 		mbtcp_settle(sk, ctx);
 		mbtcp_wake(sk);
@@ -1085,7 +1092,7 @@ static bool mbtcp_stream_memory_free(const struct sock *sk, int wake)
 
 	if (READ_ONCE(ctx->forcing))
 		return true;
-	return ctx->sk_proto->stream_memory_free(sk, wake);
+	return mbtcp_base_prot(sk)->stream_memory_free(sk, wake);
 }
 
 /*
@@ -1110,19 +1117,19 @@ static int mbtcp_outq(struct sock *sk, int cmd, int *answ)
 #ifdef MBUFMUX_HAVE_IOCTL_KARG
 static int mbtcp_ioctl(struct sock *sk, int cmd, int *karg)
 {
-	struct mbtcp_sock *ctx = mbtcp_sk_ctx(sk);
 	int err = mbtcp_outq(sk, cmd, karg);
 
-	return err == -ENOIOCTLCMD ? ctx->sk_proto->ioctl(sk, cmd, karg) : err;
+	if (err == -ENOIOCTLCMD)
+		return mbtcp_base_prot(sk)->ioctl(sk, cmd, karg);
+	return err;
 }
 #else
 static int mbtcp_ioctl(struct sock *sk, int cmd, unsigned long arg)
 {
-	struct mbtcp_sock *ctx = mbtcp_sk_ctx(sk);
 	int answ, err = mbtcp_outq(sk, cmd, &answ);
 
 	if (err == -ENOIOCTLCMD)
-		return ctx->sk_proto->ioctl(sk, cmd, arg);
+		return mbtcp_base_prot(sk)->ioctl(sk, cmd, arg);
 	return put_user(answ, (int __user *)arg);
 }
 #endif
@@ -1135,7 +1142,7 @@ static void mbtcp_ctx_free_rcu(struct rcu_head *head)
 static void mbtcp_close(struct sock *sk, long timeout)
 {
 	struct mbtcp_sock *ctx = mbtcp_sk_ctx(sk);
-	struct proto *sk_proto = ctx->sk_proto;
+	struct proto *sk_proto = mbtcp_base_prot(sk);
 	bool keep;
 	int err;
 
@@ -1208,8 +1215,8 @@ static int mbtcp_getsockopt(struct sock *sk, int level, int optname,
 	int len, val;
 
 	if (level != SOL_MBUFMUX)
-		return ctx->sk_proto->getsockopt(sk, level, optname, optval,
-						 optlen);
+		return mbtcp_base_prot(sk)->getsockopt(sk, level, optname,
+						       optval, optlen);
 	if (get_user(len, optlen))
 		return -EFAULT;
 	if (len < 0)
@@ -1269,8 +1276,8 @@ static int mbtcp_setsockopt(struct sock *sk, int level, int optname,
 	int val, err;
 
 	if (level != SOL_MBUFMUX) {
-		err = ctx->sk_proto->setsockopt(sk, level, optname, optval,
-						optlen);
+		err = mbtcp_base_prot(sk)->setsockopt(sk, level, optname,
+						      optval, optlen);
 		if (err || !mbtcp_flushes(level, optname, optval, optlen))
 			return err;
 		lock_sock(sk);
@@ -1343,7 +1350,7 @@ static void mbtcp_build_proto(struct proto *prot, const struct proto *base,
 /* Build the IPv6 copies from the first IPv6 socket, as kTLS does. */
 static int mbtcp_build_tcpv6(struct sock *sk)
 {
-	const struct proto *prot = READ_ONCE(sk->sk_prot);
+	struct proto *prot = READ_ONCE(sk->sk_prot);
 	int err = 0;
 
 	/* Pairs with the release below: the copies are built */
@@ -1396,7 +1403,6 @@ static int mbtcp_ulp_init(struct sock *sk)
 	mbufmux_waiter_init(&ctx->waiter, tcp_pool, &mbtcp_waiter_ops);
 	INIT_WORK(&ctx->tx_work, mbtcp_tx_work);
 	ctx->sk = sk;
-	ctx->sk_proto = sk->sk_prot;
 	ctx->block = MBUFMUX_BLOCK_BOTH;
 #ifdef CONFIG_MEMCG
 	/* Buffers allocated for it while it waits are charged to its cgroup. */
