@@ -43,10 +43,13 @@ static void expect_user(struct __test_metadata *_metadata, uid_t uid,
  * MBUFMUX_F_PARKED | MBUFMUX_F_USER_CAP), not on the pool, which has room
  * and gives it to root's sockets (exempt). An explicit cap of 3 applies at
  * once: a buffer given back while nobody holds 4 wakes nobody; the next
- * one does.
+ * one does. MBUFMUX_INFO counts a wait on the user's FIFO as one on the
+ * pool's: a wait from the parking on, its time once the slot is granted,
+ * no handoff.
  */
 TEST_F_TIMEOUT(adv, user_cap_holds, 120)
 {
+	struct mbufmux_info info;
 	int a[6], ap[6], p, pp, i;
 
 	caps_set(_metadata, 8, 0, 0);
@@ -73,11 +76,21 @@ TEST_F_TIMEOUT(adv, user_cap_holds, 120)
 	EXPECT_EQ(poll_one(a[4], POLLOUT, QUIET_MS), 0);
 	EXPECT_EQ(info_flags(a[4]), USER_PARKED);
 	expect_user(_metadata, USER_A, 6, 3, 2);
+	ASSERT_EQ(info_get(a[4], &info), 0);
+	EXPECT_EQ(info.waits, 1ULL);
+	EXPECT_EQ(info.wait_ns, 0ULL);
 	ASSERT_EQ(send(a[1], "r", 1, 0), 1);
 	ASSERT_TRUE(poll_one(a[4], POLLOUT, WAKE_MS) & POLLOUT);
 	EXPECT_EQ(info_flags(a[4]), 0U);
 	EXPECT_EQ(info_flags(a[5]), USER_PARKED);
 	expect_user(_metadata, USER_A, 6, 3, 1);
+	ASSERT_EQ(info_get(a[4], &info), 0);
+	EXPECT_EQ(info.waits, 1ULL);
+	EXPECT_GT(info.wait_ns, 0ULL);
+	EXPECT_EQ(info.handoffs, 0ULL);
+	ASSERT_EQ(info_get(a[5], &info), 0);
+	EXPECT_EQ(info.waits, 1ULL);
+	EXPECT_EQ(info.wait_ns, 0ULL);
 	ASSERT_TRUE(hold(a[4]));
 	ASSERT_TRUE(wait_pool(4, 0, 0));
 
