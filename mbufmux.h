@@ -121,6 +121,13 @@ struct mbufmux_waiter_ops {
  * mbufmux_put() and mbufmux_cancel() on one waiter; the pool updates the
  * fields under its wait-list lock while the waiter is queued. The counters
  * may be read at any time for statistics.
+ *
+ * A consumer whose contexts also wait elsewhere for the right to ask (as
+ * mbufmux_tcp's per-user cap) may count those waits in @waits and
+ * @wait_ns too, where the pool does not write them: @waits in its own
+ * serialised calls (the pool counts in mbufmux_get()), @wait_ns while the
+ * waiter is not queued, ordered before the mbufmux_get() that may queue it
+ * (the pool counts while it is queued, at the handoff).
  */
 struct mbufmux_waiter {
 	struct list_head node;

@@ -185,6 +185,14 @@ unsigned int mbtcp_unreserved(void)
  * owner of lock_sock(), or the softirq that holds the socket's spinlock
  * while nobody owns it (the write-space callback). @staged is also read
  * locklessly, by poll.
+ *
+ * The waiter's @waits and @wait_ns count the socket's waits on its user's
+ * FIFO too, MBUFMUX_INFO's sums (mbtcp_user_count()): the cap adds to
+ * them under its lock while the socket is parked on the FIFO, and so not
+ * on the pool's queue, where the pool adds to them under its own. A wait
+ * is counted in the socket's own calls, which it serialises; its time, by
+ * the cap before it publishes the slot that lets the socket queue in the
+ * pool.
  */
 struct mbtcp_sock {
 	struct mbufmux_waiter waiter;
@@ -285,6 +293,16 @@ static void mbtcp_show(struct seq_file *m, const struct mbufmux_waiter *w)
 	seq_printf(m, "tcp sk=%p sport=%u dport=%u staged=%u", sk,
 		   inet_sk(sk)->inet_num, ntohs(inet_sk(sk)->inet_dport),
 		   mbtcp_staged(ctx));
+}
+
+/* A wait on the user's FIFO, counted with the pool's: see struct mbtcp_sock. */
+void mbtcp_user_count(struct mbtcp_user_waiter *w, u64 waits, u64 wait_ns)
+{
+	struct mbtcp_sock *ctx = container_of(w, struct mbtcp_sock,
+					      user_waiter);
+
+	WRITE_ONCE(ctx->waiter.waits, ctx->waiter.waits + waits);
+	WRITE_ONCE(ctx->waiter.wait_ns, ctx->waiter.wait_ns + wait_ns);
 }
 
 /* The user's cap granted the parked socket a slot: it may go to the pool. */
@@ -1232,10 +1250,10 @@ static int mbtcp_getsockopt(struct sock *sk, int level, int optname,
 		info.block = ctx->block;
 		info.buf_size = mbtcp_size();
 		info.staged = ctx->staged;
+		/* Parked on the pool's queue or on the user's, both count. */
 		info.waits = READ_ONCE(ctx->waiter.waits);
 		info.handoffs = READ_ONCE(ctx->waiter.handoffs);
 		info.wait_ns = READ_ONCE(ctx->waiter.wait_ns);
-		/* Parked on the pool's queue or on the user's, both count. */
 		mbtcp_user_info(&ctx->user_waiter, &info);
 		release_sock(sk);
 		len = min_t(int, len, sizeof(info));

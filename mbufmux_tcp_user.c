@@ -11,8 +11,8 @@
  *
  * Locking: mbtcp_users_lock, taken with bottom halves off, protects the
  * users' hash, each user, and what the cap changes in a waiter (its place
- * on the FIFO, its slot, its wait counts); each socket serialises its own
- * calls.
+ * on the FIFO, its slot, and the socket's wait counts while it is parked:
+ * mbtcp_user_count()); each socket serialises its own calls.
  */
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
@@ -78,10 +78,13 @@ static void mbtcp_user_grant_locked(struct mbtcp_user *user)
 		list_del_init(&w->node);
 		WRITE_ONCE(user->nr_parked, user->nr_parked - 1);
 		user->held++;
-		WRITE_ONCE(w->wait_ns, w->wait_ns +
-			   ktime_get_ns() - w->parked_ns);
-		WRITE_ONCE(w->slot, true);
+		/* Counted before the socket may see its slot and queue in
+		 * the pool, which adds to the same counts.
+		 */
+		mbtcp_user_count(w, 0, ktime_get_ns() - w->parked_ns);
 		WRITE_ONCE(w->parked, false);
+		/* Pairs with smp_load_acquire() in mbtcp_user_take() */
+		smp_store_release(&w->slot, true);
 		/* Still attached: close takes it off the FIFO first. */
 		mbtcp_user_granted(w);
 	}
@@ -122,8 +125,11 @@ bool mbtcp_user_take(struct mbtcp_user_waiter *w)
 	struct mbtcp_user *user = w->user;
 	bool ok;
 
-	/* Only the socket itself clears @slot: true stays true. */
-	if (!user || READ_ONCE(w->slot))
+	/*
+	 * Only the socket itself clears @slot: true stays true. Pairs with
+	 * the release in mbtcp_user_grant_locked(): the wait is counted.
+	 */
+	if (!user || smp_load_acquire(&w->slot))
 		return true;
 
 	spin_lock_bh(&mbtcp_users_lock);
@@ -138,7 +144,7 @@ bool mbtcp_user_take(struct mbtcp_user_waiter *w)
 			list_add_tail(&w->node, &user->parked);
 			WRITE_ONCE(user->nr_parked, user->nr_parked + 1);
 			w->parked_ns = ktime_get_ns();
-			WRITE_ONCE(w->waits, w->waits + 1);
+			mbtcp_user_count(w, 1, 0);
 			WRITE_ONCE(w->parked, true);
 		}
 	}
@@ -245,7 +251,8 @@ bool __mbtcp_user_contended(const struct mbtcp_user *user)
 /**
  * mbtcp_user_info() - the cap's part of a socket's MBUFMUX_INFO
  * @w: the socket's place under the cap
- * @info: what getsockopt() returns: the cap adds its flag and its waits
+ * @info: what getsockopt() returns: the cap adds its flag (its waits are
+ *	counted with the pool's, see mbtcp_user_count())
  *
  * Context: any; lockless.
  */
@@ -254,8 +261,6 @@ void mbtcp_user_info(const struct mbtcp_user_waiter *w,
 {
 	if (READ_ONCE(w->parked))
 		info->flags |= MBUFMUX_F_USER_CAP;
-	info->waits += READ_ONCE(w->waits);
-	info->wait_ns += READ_ONCE(w->wait_ns);
 }
 
 static int mbtcp_users_show(struct seq_file *m, void *v)

@@ -27,25 +27,22 @@ struct mbtcp_user;
  * @user: the user's share, or NULL if the cap does not apply to the
  *	socket (exempt, or detached)
  * @node: on @user's FIFO while @parked
+ * @parked_ns: when the socket was parked on @user's FIFO
  * @slot: counts against @user's cap: the socket holds a buffer or a place
  *	in the pool's queue, or was granted the right to take one (set under
  *	the cap's lock; cleared by the socket itself)
  * @parked: on @user's FIFO (under the cap's lock)
- * @parked_ns: when the socket was parked on @user's FIFO
- * @waits: times it was parked there
- * @wait_ns: time it spent there until a slot was granted
  *
  * Embedded in the socket's context, zeroed. The socket serialises its own
- * calls; @parked, @waits and @wait_ns may be read locklessly.
+ * calls; @slot and @parked may be read locklessly. The socket's waits on
+ * the FIFO are counted in its context (mbtcp_user_count()).
  */
 struct mbtcp_user_waiter {
 	struct mbtcp_user *user;
 	struct list_head node;
+	u64 parked_ns;
 	bool slot;
 	bool parked;
-	u64 parked_ns;
-	u64 waits;
-	u64 wait_ns;
 };
 
 int mbtcp_user_attach(struct mbtcp_user_waiter *w, kuid_t uid);
@@ -60,11 +57,15 @@ void mbtcp_user_debugfs(struct dentry *dir);
 
 /*
  * What the cap needs of the ULP (mbufmux_tcp_main.c): the buffers outside
- * the pool's reserve, and to be told that a parked socket was granted a
- * slot (called with the cap's lock held, bottom halves off: must not
- * sleep).
+ * the pool's reserve; to count a socket's wait on its user's FIFO in the
+ * socket's statistics, when it is parked (@waits 1) and, before its slot
+ * is published, when it is granted one (@wait_ns, the time it was
+ * parked); and to be told that a parked socket was granted a slot. The
+ * last two are called with the cap's lock held, bottom halves off: they
+ * must not sleep.
  */
 unsigned int mbtcp_unreserved(void);
+void mbtcp_user_count(struct mbtcp_user_waiter *w, u64 waits, u64 wait_ns);
 void mbtcp_user_granted(struct mbtcp_user_waiter *w);
 
 /**
