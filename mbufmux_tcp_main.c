@@ -321,8 +321,13 @@ static const struct mbufmux_waiter_ops mbtcp_waiter_ops = {
 
 /* The send path */
 
-/* The pool's buffer size, fixed at load: read on every send. */
+/*
+ * The pool's buffer size, fixed at load, and the most unsent bytes that
+ * leave a socket writable, all but a quarter of it (see mbtcp_writable()):
+ * read on every send.
+ */
 static unsigned int tcp_buf_size __read_mostly;
+static unsigned int tcp_buf_fill __read_mostly;
 
 static unsigned int mbtcp_size(void)
 {
@@ -484,9 +489,7 @@ static int mbtcp_tcp_call(struct sock *sk, struct mbtcp_sock *ctx,
 static bool mbtcp_fills(const struct sock *sk, const struct mbtcp_sock *ctx,
 			size_t more)
 {
-	unsigned int size = mbtcp_size();
-
-	return mbtcp_unsent(sk, ctx) + more > size - size / 4;
+	return mbtcp_unsent(sk, ctx) + more > tcp_buf_fill;
 }
 
 /*
@@ -1494,6 +1497,7 @@ static int __init mbtcp_module_init(void)
 		goto err_wq;
 	}
 	tcp_buf_size = mbufmux_pool_buf_size(tcp_pool);
+	tcp_buf_fill = tcp_buf_size - tcp_buf_size / 4;
 
 	/* As for any debugfs user: without its files, the ULP still works. */
 	mbtcp_debugfs = debugfs_create_dir(KBUILD_MODNAME, NULL);
