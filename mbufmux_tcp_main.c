@@ -843,13 +843,11 @@ static int mbtcp_stage(struct mbtcp_sock *ctx, char *buf,
 			  MSG_EOR | MSG_WAITALL | MSG_CMSG_COMPAT | \
 			  MSG_BATCH | MSG_SENDPAGE_NOTLAST_COMPAT)
 
-/* No error, not shut down, connected: what mbtcp_send_error() checks. */
-static bool mbtcp_can_send(const struct sock *sk)
+/* MSG_MORE holds the bytes back (but for the end of a record). */
+static bool mbtcp_more(int flags)
 {
-	return !READ_ONCE(sk->sk_err) &&
-	       !(READ_ONCE(sk->sk_shutdown) & SEND_SHUTDOWN) &&
-	       ((1 << READ_ONCE(sk->sk_state)) &
-		(TCPF_ESTABLISHED | TCPF_CLOSE_WAIT));
+	return (flags & (MSG_MORE | MSG_SENDPAGE_NOTLAST_COMPAT)) &&
+	       !(flags & MSG_EOR);
 }
 
 static int mbtcp_send_error(struct sock *sk)
@@ -869,9 +867,9 @@ static int mbtcp_send_error(struct sock *sk)
  */
 static noinline int mbtcp_send_loop(struct sock *sk,
 				    struct mbtcp_sock *ctx,
-				    struct msghdr *msg, size_t copied,
-				    bool more)
+				    struct msghdr *msg, size_t copied)
 {
+	bool more = mbtcp_more(msg->msg_flags);
 	size_t left, len;
 	unsigned int room;
 	int err = 0, ret;
@@ -943,25 +941,35 @@ static noinline int mbtcp_send_loop(struct sock *sk,
 
 /*
  * The common send, on its own: the socket holds its buffer, nothing is
- * staged, nobody waits for a buffer, and the whole of @msg fits beside the
- * unsent bytes without leaving the socket unwritable, with no MSG_MORE to
- * hold it back and no control message to ignore. It goes straight to TCP
- * as mbtcp_write_through() would send it, without the loop's other cases
- * to rule out first: most sends of small writes are this one, and under
- * emulation every instruction of theirs shows. Returns the bytes TCP took,
- * TCP's error, or 0 (nothing sent: TCP is full, or the send is not this
- * one) to leave the send to the loop.
+ * staged (so the unsent bytes are all TCP's), nobody waits for a buffer,
+ * and the whole of @msg fits beside the unsent bytes without leaving the
+ * socket unwritable, with no MSG_MORE to hold it back and no control
+ * message to ignore. It goes straight to TCP as mbtcp_write_through()
+ * would send it, without the loop's other cases to rule out first: most
+ * sends of small writes are this one, and under emulation every
+ * instruction of theirs shows. What TCP checks itself, and refuses as
+ * mbtcp_send_error() would (EPIPE: shut down for writing, or no longer
+ * connected), is left to TCP; a pending error is not, which TCP leaves
+ * pending while the connection is established (EPIPE) and the loop
+ * reports. Returns the bytes TCP took, TCP's error, or 0 (nothing sent:
+ * TCP is full, or the send is not this one) to leave the send to the
+ * loop.
  */
 static int mbtcp_send_fast(struct sock *sk, struct mbtcp_sock *ctx,
 			   struct msghdr *msg)
 {
-	size_t left = msg_data_left(msg);
-	int flags = msg->msg_flags;
-	int ret;
+	size_t left;
+	int flags, ret;
 
-	if (!left || msg->msg_controllen || ctx->staged ||
-	    !mbtcp_holds(ctx) || mbtcp_fills(sk, ctx, left) ||
-	    !mbtcp_can_send(sk) || mbtcp_contended(ctx))
+	if (unlikely(mbtcp_more(msg->msg_flags)))
+		return 0;
+	/* Then the pool, a call: nothing read before need survive it. */
+	if (mbtcp_contended(ctx))
+		return 0;
+	flags = msg->msg_flags;
+	left = msg_data_left(msg);
+	if (!left || msg->msg_controllen || ctx->staged || !mbtcp_holds(ctx) ||
+	    READ_ONCE(sk->sk_err) || mbtcp_notsent(sk) + left > tcp_buf_fill)
 		return 0;
 	msg->msg_flags = MSG_DONTWAIT | MSG_NOSIGNAL |
 			 (flags & MSG_SPLICE_PAGES_COMPAT);
@@ -976,33 +984,33 @@ static int mbtcp_send_fast(struct sock *sk, struct mbtcp_sock *ctx,
 
 static int mbtcp_sendmsg(struct sock *sk, struct msghdr *msg, size_t size)
 {
-	struct mbtcp_sock *ctx = mbtcp_sk_ctx(sk);
-	int flags = msg->msg_flags;
-	bool more = (flags & (MSG_MORE | MSG_SENDPAGE_NOTLAST_COMPAT)) &&
-		    !(flags & MSG_EOR);
-	int ret = 0;
+	struct mbtcp_sock *ctx;
+	int ret;
 
 	/*
 	 * Spliced pages go to TCP as they are when they go straight to it,
 	 * and are copied when they are staged.
 	 */
-	if (flags & ~(MBTCP_SEND_FLAGS | MSG_SPLICE_PAGES_COMPAT))
+	if (msg->msg_flags & ~(MBTCP_SEND_FLAGS | MSG_SPLICE_PAGES_COMPAT))
 		return -EOPNOTSUPP;
 
+	/* The flags are read from @msg again where needed: fewer to keep. */
 	lock_sock(sk);
-	if (!more)
-		ret = mbtcp_send_fast(sk, ctx, msg);
-	if (ret < 0 || (ret && !msg_data_left(msg))) {
+	ctx = mbtcp_sk_ctx(sk);
+	ret = mbtcp_send_fast(sk, ctx, msg);
+	if (likely(ret > 0 && !msg_data_left(msg))) {
 		/* TCP holds bytes and will say when they go: the rule. */
 		if (!mbtcp_notsent(sk) ||
 		    !test_bit(SOCK_NOSPACE, &sk->sk_socket->flags))
 			mbtcp_settle(sk, ctx);
+	} else if (ret < 0) {
+		mbtcp_settle(sk, ctx);
 	} else {
-		ret = mbtcp_send_loop(sk, ctx, msg, ret, more);
+		ret = mbtcp_send_loop(sk, ctx, msg, ret);
 	}
 	release_sock(sk);
 	if (ret == -EPIPE)
-		return sk_stream_error(sk, flags, ret);
+		return sk_stream_error(sk, msg->msg_flags, ret);
 	return ret;
 }
 
