@@ -5,7 +5,8 @@
  * After HAProxy's mux buffer allocator: a context that needs a buffer and
  * cannot get one is parked at the tail of a FIFO instead of failing; each
  * buffer that comes back is handed, under the wait-list lock, to the head
- * waiter, whose callback then runs from a workqueue with the buffer in hand.
+ * waiter, whose callback then runs from a workqueue with the buffer in hand;
+ * or, if the waiter sleeps in mbufmux_get_killable(), the freer wakes it.
  * A pool that zeroes its buffers zeroes the returning one first, outside
  * the lock: see __mbufmux_buf_free().
  *
@@ -54,6 +55,7 @@
 #include <linux/slab.h>
 #include <linux/spinlock.h>
 #include <linux/string.h>
+#include <linux/wait_bit.h>
 #include <linux/workqueue.h>
 
 #include "mbufmux.h"
@@ -485,12 +487,14 @@ static void mbufmux_dequeue_locked(struct mbufmux_pool *pool,
 
 /*
  * Give @buf to @w, which leaves the list. A waiter served in its own
- * mbufmux_get() (@self) just takes it; any other gets its callback queued.
+ * mbufmux_get() (@self) just takes it; one that sleeps in
+ * mbufmux_get_killable() is woken; any other gets its callback queued.
  */
 static __always_inline void mbufmux_handoff_locked(struct mbufmux_pool *pool,
 						   struct mbufmux_waiter *w,
 						   void *buf, bool self)
 {
+	bool sleeps = w->sleeps;
 	u64 waited;
 
 	lockdep_assert_held(&pool->wait_lock);
@@ -503,7 +507,11 @@ static __always_inline void mbufmux_handoff_locked(struct mbufmux_pool *pool,
 	waited = ktime_get_ns() - w->queued_ns;
 	w->handoffs++;
 	w->wait_ns += waited;
-	/* Pairs with smp_load_acquire() in mbufmux_get(): @buf is visible */
+	/*
+	 * Pairs with smp_load_acquire() in mbufmux_get(): @buf is visible.
+	 * From here on a sleeper may see it, return and free @w: nothing
+	 * below reads @w (the wake-up only hashes its address).
+	 */
 	smp_store_release(&w->queued, false);
 
 	pool->counts.handoffs++;
@@ -514,7 +522,17 @@ static __always_inline void mbufmux_handoff_locked(struct mbufmux_pool *pool,
 				     MBUFMUX_WAIT_HIST_BUCKETS - 1)]++;
 	trace_mbufmux_handoff(pool->name, w, buf, waited);
 
-	queue_work(mbufmux_wq, &w->work);
+	if (sleeps) {
+		/*
+		 * Order the store of @queued before wake_up_var()'s look at
+		 * the wait queue; pairs with the barrier in the sleeper's
+		 * prepare_to_wait_event() before its look at @queued.
+		 */
+		smp_mb();
+		wake_up_var(&w->queued);
+	} else {
+		queue_work(mbufmux_wq, &w->work);
+	}
 }
 
 /*
@@ -735,7 +753,8 @@ EXPORT_SYMBOL_GPL(mbufmux_buf_alloc);
  *
  * If contexts are waiting, the buffer, zeroed unless the pool is
  * %MBUFMUX_POOL_NO_ZERO, goes straight to the head waiter, whose callback
- * is queued; otherwise it returns to the memory, or a
+ * is queued (or which is woken, if it sleeps in mbufmux_get_killable());
+ * otherwise it returns to the memory, or a
  * %MBUFMUX_POOL_NO_ZERO pool keeps it for the next allocation.
  *
  * Context: process or softirq context, with hard interrupts enabled;
@@ -776,26 +795,13 @@ void mbufmux_waiter_init(struct mbufmux_waiter *w, struct mbufmux_pool *pool,
 }
 EXPORT_SYMBOL_GPL(mbufmux_waiter_init);
 
-/**
- * mbufmux_get() - the context's buffer, or a place in the queue for one
- * @w: the context's waiter
- * @margin: as for mbufmux_buf_alloc()
- *
- * If the context holds a buffer (its own or one handed to it), that buffer
- * is returned. Otherwise, if nobody waits and the pool has room, a new
- * buffer is taken. Otherwise the waiter is queued at the tail of the wait
- * list (once: a queued waiter stays where it is), the caller must stop the
- * I/O that needs the buffer, and @w->ops->available will run once a buffer
- * has been handed to it. New callers never overtake queued ones.
- *
- * Forward progress: a context holds at most one buffer, and must be able to
- * give it back without needing another one.
- *
- * Context: process or softirq context, with hard interrupts enabled;
- * never sleeps. Calls on one waiter are serialised by the caller.
- * Return: the context's buffer, or NULL if the waiter is queued.
+/*
+ * mbufmux_get(), for a request that waits by its callback (@sleeps false)
+ * or by sleeping in mbufmux_get_killable() (@sleeps true): which the
+ * handoff, if the request is queued, will see.
  */
-void *mbufmux_get(struct mbufmux_waiter *w, unsigned int margin)
+static __always_inline void *__mbufmux_get(struct mbufmux_waiter *w,
+					   unsigned int margin, bool sleeps)
 {
 	struct mbufmux_pool *pool = w->pool;
 	bool nomem;
@@ -819,6 +825,7 @@ void *mbufmux_get(struct mbufmux_waiter *w, unsigned int margin)
 
 	spin_lock_bh(&pool->wait_lock);
 	w->margin = margin;
+	w->sleeps = sleeps;
 	w->queued_ns = ktime_get_ns();
 	w->queued = true;
 	list_add_tail(&w->node, &pool->wait_list);
@@ -846,7 +853,90 @@ void *mbufmux_get(struct mbufmux_waiter *w, unsigned int margin)
 	mbufmux_count_fail(pool, margin, false);
 	return NULL;
 }
+
+/**
+ * mbufmux_get() - the context's buffer, or a place in the queue for one
+ * @w: the context's waiter
+ * @margin: as for mbufmux_buf_alloc()
+ *
+ * If the context holds a buffer (its own or one handed to it), that buffer
+ * is returned. Otherwise, if nobody waits and the pool has room, a new
+ * buffer is taken. Otherwise the waiter is queued at the tail of the wait
+ * list (once: a queued waiter stays where it is), the caller must stop the
+ * I/O that needs the buffer, and @w->ops->available will run once a buffer
+ * has been handed to it. New callers never overtake queued ones.
+ *
+ * Forward progress: a context holds at most one buffer, and must be able to
+ * give it back without needing another one.
+ *
+ * Context: process or softirq context, with hard interrupts enabled;
+ * never sleeps. Calls on one waiter are serialised by the caller.
+ * Return: the context's buffer, or NULL if the waiter is queued.
+ */
+void *mbufmux_get(struct mbufmux_waiter *w, unsigned int margin)
+{
+	return __mbufmux_get(w, margin, false);
+}
 EXPORT_SYMBOL_GPL(mbufmux_get);
+
+/* Take @w off the wait list if it is on it: a cancel. */
+static void mbufmux_unqueue(struct mbufmux_pool *pool,
+			    struct mbufmux_waiter *w)
+{
+	spin_lock_bh(&pool->wait_lock);
+	if (w->queued) {
+		mbufmux_dequeue_locked(pool, w);
+		WRITE_ONCE(w->queued, false);
+		pool->counts.cancels++;
+		trace_mbufmux_cancel(pool->name, w, true);
+	}
+	spin_unlock_bh(&pool->wait_lock);
+}
+
+/**
+ * mbufmux_get_killable() - the context's buffer, sleeping in the queue for it
+ * @w: the context's waiter
+ * @margin: as for mbufmux_buf_alloc()
+ *
+ * As mbufmux_get(), for a caller that may sleep, as down_killable() is
+ * for a semaphore: where mbufmux_get() would queue the waiter, the caller
+ * sleeps in its place in the queue until a buffer is handed to it. The
+ * context that gives the buffer back wakes it directly: no work item, and
+ * @w->ops->available is not called for this wait. A waiter that an earlier
+ * mbufmux_get() queued keeps its place and now sleeps in it. The order is
+ * the wait list's, shared with the waiters that wait by their callback.
+ *
+ * A fatal signal ends the sleep: the waiter leaves the queue (counted as a
+ * cancel), unless a buffer was handed to it first, which it then returns.
+ *
+ * Context: process context, may sleep; not under a spinlock. Calls on one
+ * waiter are serialised by the caller.
+ * Return: the context's buffer, or NULL if a fatal signal came first (the
+ * waiter is then not queued and holds nothing).
+ */
+void *mbufmux_get_killable(struct mbufmux_waiter *w, unsigned int margin)
+{
+	struct mbufmux_pool *pool = w->pool;
+	void *buf;
+
+	might_sleep();
+	if (unlikely(mbufmux_waiter_queued(w))) {
+		/* Queued by mbufmux_get(): sleep in that place. */
+		spin_lock_bh(&pool->wait_lock);
+		w->sleeps = true;
+		spin_unlock_bh(&pool->wait_lock);
+	} else {
+		buf = __mbufmux_get(w, margin, true);
+		if (buf)
+			return buf;
+	}
+	/* Pairs with the release and barrier in mbufmux_handoff_locked() */
+	if (!wait_var_event_killable(&w->queued, !mbufmux_waiter_queued(w)))
+		return READ_ONCE(w->buf);
+	mbufmux_unqueue(pool, w);
+	return READ_ONCE(w->buf);
+}
+EXPORT_SYMBOL_GPL(mbufmux_get_killable);
 
 /**
  * mbufmux_put() - give the context's buffer back
@@ -887,18 +977,9 @@ EXPORT_SYMBOL_GPL(mbufmux_put);
 void mbufmux_cancel(struct mbufmux_waiter *w)
 {
 	struct mbufmux_pool *pool = w->pool;
-	bool was_queued;
 
 	might_sleep();
-	spin_lock_bh(&pool->wait_lock);
-	was_queued = w->queued;
-	if (was_queued) {
-		mbufmux_dequeue_locked(pool, w);
-		WRITE_ONCE(w->queued, false);
-		pool->counts.cancels++;
-		trace_mbufmux_cancel(pool->name, w, true);
-	}
-	spin_unlock_bh(&pool->wait_lock);
+	mbufmux_unqueue(pool, w);
 
 	/*
 	 * Only a handoff queues the work, and only while @w is on the list:

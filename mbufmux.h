@@ -8,7 +8,9 @@
  * pool cannot serve it, the waiter is queued at the tail of a FIFO and the
  * caller stops its I/O; when a buffer comes back it is handed directly to
  * the head waiter and the waiter's ->available() callback runs from a
- * workqueue with the buffer already attached.
+ * workqueue with the buffer already attached. A caller that may sleep can
+ * instead wait in the queue, in mbufmux_get_killable(), and be woken by
+ * the context that gives the buffer back.
  *
  * See Documentation/mbufmux.rst.
  */
@@ -89,7 +91,8 @@ struct mbufmux_pool_params {
  * struct mbufmux_waiter_ops - a consumer's callbacks for its waiters
  * @available: a buffer has been handed to the waiter; mbufmux_get() now
  *	returns it. Runs from the mbufmux workqueue, in process context, may
- *	sleep. Must not call mbufmux_cancel() on its own waiter.
+ *	sleep. Must not call mbufmux_cancel() on its own waiter. Not called
+ *	for a wait in mbufmux_get_killable().
  * @show: optional, describes the waiter's owner on one line (no newline)
  *	for the debugfs ``waiters`` file. Runs under the pool's wait-list lock
  *	with bottom halves disabled: must not sleep.
@@ -110,6 +113,8 @@ struct mbufmux_waiter_ops {
  *	alive while the waiter is in use
  * @buf: the buffer this context holds, or NULL
  * @queued: on the wait list
+ * @sleeps: the queued request sleeps in mbufmux_get_killable(): the
+ *	handoff wakes it rather than queueing @work
  * @margin: the margin the queued request asked for
  * @queued_ns: when the waiter was queued (ktime_get_ns())
  * @waits: times this waiter was queued
@@ -137,6 +142,7 @@ struct mbufmux_waiter {
 	struct mem_cgroup *memcg;
 	void *buf;
 	bool queued;
+	bool sleeps;
 	unsigned int margin;
 	u64 queued_ns;
 	u64 waits;
@@ -238,6 +244,7 @@ void mbufmux_buf_free(struct mbufmux_pool *pool, void *buf);
 void mbufmux_waiter_init(struct mbufmux_waiter *w, struct mbufmux_pool *pool,
 			 const struct mbufmux_waiter_ops *ops);
 void *mbufmux_get(struct mbufmux_waiter *w, unsigned int margin);
+void *mbufmux_get_killable(struct mbufmux_waiter *w, unsigned int margin);
 void mbufmux_put(struct mbufmux_waiter *w);
 void mbufmux_cancel(struct mbufmux_waiter *w);
 void mbufmux_waiter_flush(struct mbufmux_waiter *w);
