@@ -19,6 +19,8 @@
 #include <linux/module.h>
 #include <linux/random.h>
 #include <linux/sched.h>
+#include <linux/sched/signal.h>
+#include <linux/sched/task.h>
 #include <linux/slab.h>
 #include <linux/string.h>
 
@@ -635,6 +637,175 @@ static void test_cancel(void)
 	mbufmux_pool_destroy(pool);
 }
 
+/*
+ * Sleeping in the queue, mbufmux_get_killable(): sleepers and waiters with
+ * a callback share the one FIFO; the free wakes a sleeper, whose callback
+ * never runs; a fatal signal takes a sleeper out of the queue.
+ */
+struct sleeper {
+	struct tw t;
+	struct task_struct *task;
+	struct completion holding;	/* mbufmux_get_killable() returned */
+	struct completion may_put;
+	struct completion done;
+	bool queue_first;		/* queued by mbufmux_get() before */
+	bool reaped;			/* @done was waited for */
+	void *buf;			/* what mbufmux_get_killable() returned */
+	bool queued;			/* and whether @t was queued then */
+};
+
+static int sleeper_thread(void *arg)
+{
+	struct sleeper *s = arg;
+
+	allow_signal(SIGKILL);
+	if (s->queue_first)
+		CHECK(!mbufmux_get(&s->t.w, 0));
+	s->buf = mbufmux_get_killable(&s->t.w, 0);
+	s->queued = mbufmux_waiter_queued(&s->t.w);
+	if (s->buf) {
+		s->t.order = atomic_inc_return(&tw_seq);
+		complete(&s->holding);
+		wait_for_completion(&s->may_put);
+	}
+	mbufmux_cancel(&s->t.w);
+	kthread_complete_and_exit(&s->done, 0);
+}
+
+static bool start_sleeper(struct sleeper *s, struct mbufmux_pool *pool,
+			  bool queue_first)
+{
+	unsigned long end = jiffies + HANG_TIMEOUT;
+
+	tw_init(&s->t, pool);
+	init_completion(&s->holding);
+	init_completion(&s->may_put);
+	init_completion(&s->done);
+	s->queue_first = queue_first;
+	s->task = kthread_run(sleeper_thread, s, "t_mbufmux_sl");
+	if (!CHECK(!IS_ERR(s->task))) {
+		s->task = NULL;
+		return false;
+	}
+	get_task_struct(s->task);
+	/* Asleep in the queue, or about to be: the handoff will wake it. */
+	while (!(READ_ONCE(s->t.w.sleeps) && mbufmux_waiter_queued(&s->t.w))) {
+		if (!CHECK(time_before(jiffies, end)))
+			return false;
+		usleep_range(1000, 2000);
+	}
+	return true;
+}
+
+/* Has the sleeper's thread ended? Waits for it, HANG_TIMEOUT at most. */
+static bool sleeper_ended(struct sleeper *s)
+{
+	if (!s->reaped)
+		s->reaped = wait_for_completion_timeout(&s->done, HANG_TIMEOUT);
+	return s->reaped;
+}
+
+/* Ends the sleeper's thread, whatever state a failure left it in. */
+static void stop_sleeper(struct sleeper *s)
+{
+	if (!s->task)
+		return;
+	complete(&s->may_put);
+	if (!s->reaped && !completion_done(&s->done))
+		send_sig(SIGKILL, s->task, 1);
+	if (!s->reaped)
+		wait_for_completion(&s->done);
+	put_task_struct(s->task);
+	s->task = NULL;
+}
+
+static void test_get_killable(void)
+{
+	struct mbufmux_pool *pool = new_pool("t_sleep", 1, 0, 0);
+	static struct sleeper sl[3];	/* S1, S2 (queued first), K */
+	static struct tw a, c;
+	void *held;
+	int i;
+
+	if (!pool)
+		return;
+	memset(sl, 0, sizeof(sl));
+	atomic_set(&tw_seq, 0);
+
+	tw_init(&c, pool);
+	/* Room: a buffer at once, no wait. */
+	tw_init(&a, pool);
+	held = mbufmux_get_killable(&a.w, 0);
+	CHECK(held);
+	CHECK_EQ(stats_now(pool)->waits, 0);
+	mbufmux_cancel(&a.w);
+
+	/* In line: S1 sleeps, C waits by callback, S2 and K sleep. */
+	held = mbufmux_buf_alloc(pool, 0);
+	CHECK(held);
+	if (!start_sleeper(&sl[0], pool, false))
+		goto out;
+	CHECK(!mbufmux_get(&c.w, 0));
+	if (!start_sleeper(&sl[1], pool, true) ||
+	    !start_sleeper(&sl[2], pool, false))
+		goto out;
+	CHECK_EQ(stats_now(pool)->waiters, 4);
+
+	/* A fatal signal takes K out of the queue, with nothing. */
+	send_sig(SIGKILL, sl[2].task, 1);
+	if (!CHECK(sleeper_ended(&sl[2])))
+		goto out;
+	CHECK(!sl[2].buf);
+	CHECK(!sl[2].queued);
+	CHECK_EQ(stats_now(pool)->cancels, 1);
+	CHECK_EQ(stats_now(pool)->waiters, 3);
+
+	/* The free wakes S1, the head, and nobody else. */
+	mbufmux_buf_free(pool, held);
+	held = NULL;
+	if (!CHECK(wait_for_completion_timeout(&sl[0].holding, HANG_TIMEOUT)))
+		goto out;
+	msleep(20);	/* give a wrong second wake-up the time to show */
+	CHECK_EQ(sl[0].t.order, 1);
+	CHECK_EQ(atomic_read(&c.calls), 0);
+	CHECK(!completion_done(&sl[1].holding));
+	CHECK_EQ(stats_now(pool)->handoffs, 1);
+
+	/* S1's buffer goes to C, by its callback... */
+	complete(&sl[0].may_put);
+	if (!CHECK(wait_for_completion_timeout(&c.handed, HANG_TIMEOUT)))
+		goto out;
+	CHECK_EQ(c.order, 2);
+	CHECK(mbufmux_get(&c.w, 0));
+	msleep(20);
+	CHECK(!completion_done(&sl[1].holding));
+
+	/* ...and C's to S2, which had queued with mbufmux_get(). */
+	mbufmux_cancel(&c.w);
+	if (!CHECK(wait_for_completion_timeout(&sl[1].holding, HANG_TIMEOUT)))
+		goto out;
+	CHECK_EQ(sl[1].t.order, 3);
+	complete(&sl[1].may_put);
+out:
+	for (i = 0; i < ARRAY_SIZE(sl); i++) {
+		stop_sleeper(&sl[i]);
+		/* A sleeper's callback never runs; it returns out of line. */
+		CHECK_EQ(atomic_read(&sl[i].t.calls), 0);
+		CHECK(!sl[i].queued);
+	}
+	mbufmux_cancel(&c.w);
+	if (held)
+		mbufmux_buf_free(pool, held);
+	CHECK_EQ(atomic_read(&c.calls), 1);
+	CHECK_EQ(stats_now(pool)->in_use, 0);
+	CHECK_EQ(stats_now(pool)->waiters, 0);
+	CHECK_EQ(stats_now(pool)->waits, 4);
+	CHECK_EQ(stats_now(pool)->handoffs, 3);
+	CHECK_EQ(stats_now(pool)->cancels, 1);
+	CHECK_EQ(stats_now(pool)->allocs, stats_now(pool)->frees);
+	mbufmux_pool_destroy(pool);
+}
+
 static void test_raise_limit(void)
 {
 	struct mbufmux_pool *pool = new_pool("t_raise", 2, 0, 0);
@@ -921,19 +1092,30 @@ struct stress_ctx {
 	u32 mark;		/* this thread's, in a buffer it holds */
 	int held_max;		/* most buffers held at once, seen here */
 	unsigned long waits, handed, cancelled, raw, hung, dirty, shared;
+	unsigned long slept;
 };
 
 /*
  * Waits for stress thread @i to end. On a debug kernel in a VM beside
  * others the threads' ops can take minutes: waiting in slices leaves the
- * hung-task detector to threads stuck in one op (which give up on their
- * own after HANG_TIMEOUT), and the log says how far the thread has come.
+ * hung-task detector to threads stuck in one op, and the log says how far
+ * the thread has come. A thread waiting by callback gives up on its own
+ * after HANG_TIMEOUT; one asleep in mbufmux_get_killable() as long is
+ * sent a fatal signal, and counts the op as hung.
  */
 static void stress_join(struct stress_ctx *c, int i)
 {
-	while (!wait_for_completion_timeout(&c->done, 30 * HZ))
+	unsigned int at = UINT_MAX, slices = 0;
+
+	while (!wait_for_completion_timeout(&c->done, HANG_TIMEOUT / 2)) {
 		pr_info("    # stress thread %d at op %u of %u\n", i,
 			READ_ONCE(c->at), c->ops);
+		slices = READ_ONCE(c->at) == at ? slices + 1 : 0;
+		at = READ_ONCE(c->at);
+		if (slices == 2)
+			send_sig(SIGKILL, c->task, 1);
+	}
+	put_task_struct(c->task);
 }
 
 /* Buffers held by the stress threads now, counted by them. */
@@ -971,13 +1153,33 @@ static void stress_put(struct stress_ctx *c, void *buf)
 	atomic_dec(&stress_held);
 }
 
+/* Use the buffer the thread's waiter holds, and give it back. */
+static void stress_use(struct stress_ctx *c, void *buf, u32 r)
+{
+	bool zeroes = !(c->flags & MBUFMUX_POOL_NO_ZERO);
+
+	/* Zeroed, and nobody else's: else a stale value. */
+	if (zeroes && (*(u32 *)buf || *(u32 *)(buf + c->last)))
+		c->dirty++;
+	stress_got(c, buf);
+	*(u32 *)buf = r | 1;
+	if (zeroes)
+		*(u32 *)(buf + c->last) = r | 1;
+	if (r & 0x10000)
+		cond_resched();
+	stress_put(c, buf);
+	mbufmux_put(&c->t.w);
+}
+
 static int stress_thread(void *arg)
 {
 	struct stress_ctx *c = arg;
 	bool zeroes = !(c->flags & MBUFMUX_POOL_NO_ZERO);
 	unsigned int i;
+	u64 waits;
 	void *buf;
 
+	allow_signal(SIGKILL);	/* from stress_join(), for a lost wake-up */
 	for (i = 0; i < c->ops; i++) {
 		u32 r = get_random_u32();
 
@@ -1003,6 +1205,22 @@ static int stress_thread(void *arg)
 							(r >> 16) % 2 &&
 							(r >> 8) % 6 ? 1 : 0);
 			break;
+		case 2:
+			/* Sleeping in the queue; no signal comes, so a buffer. */
+			waits = c->t.w.waits;
+			buf = mbufmux_get_killable(&c->t.w, r & 8 ? 0 :
+						   MBUFMUX_MARGIN_RESERVE);
+			if (c->t.w.waits != waits) {
+				c->waits++;
+				c->handed++;
+				c->slept++;
+			}
+			if (!buf) {
+				c->hung++;
+				break;
+			}
+			stress_use(c, buf, r);
+			break;
 		default:
 			reinit_completion(&c->t.handed);
 			buf = mbufmux_get(&c->t.w, r & 8 ? 0 :
@@ -1027,17 +1245,7 @@ static int stress_thread(void *arg)
 					break;
 				}
 			}
-			/* Zeroed, and nobody else's: else a stale value. */
-			if (zeroes && (*(u32 *)buf || *(u32 *)(buf + c->last)))
-				c->dirty++;
-			stress_got(c, buf);
-			*(u32 *)buf = r | 1;
-			if (zeroes)
-				*(u32 *)(buf + c->last) = r | 1;
-			if (r & 0x10000)
-				cond_resched();
-			stress_put(c, buf);
-			mbufmux_put(&c->t.w);
+			stress_use(c, buf, r);
 			break;
 		}
 	}
@@ -1103,6 +1311,7 @@ static int race_fastpath(struct mbufmux_pool *pool, unsigned int size,
 			CHECK(0);
 			break;
 		}
+		get_task_struct(c[i].task);
 		kthread_bind(c[i].task, i % cpus);
 		wake_up_process(c[i].task);
 	}
@@ -1140,7 +1349,7 @@ static void stress(const char *name, unsigned int size, unsigned int flags)
 		.prealloc = 1, .flags = flags,
 	};
 	unsigned long waits = 0, handed = 0, cancelled = 0, hung = 0, dirty = 0;
-	unsigned long shared = 0;
+	unsigned long shared = 0, slept = 0;
 	void *out[3] = {};	/* p.limit */
 	struct mbufmux_pool *pool;
 	struct mbufmux_pool_stats st;
@@ -1172,6 +1381,7 @@ static void stress(const char *name, unsigned int size, unsigned int flags)
 			CHECK(0);
 			break;
 		}
+		get_task_struct(c[i].task);
 		kthread_bind(c[i].task, i % num_online_cpus());
 		wake_up_process(c[i].task);
 	}
@@ -1190,14 +1400,16 @@ static void stress(const char *name, unsigned int size, unsigned int flags)
 		hung += c[i].hung;
 		dirty += c[i].dirty;
 		shared += c[i].shared;
+		slept += c[i].slept;
 		held_max = max(held_max, c[i].held_max);
 	}
 	/* Quiesce: the last frees may still be serving. */
 	CHECK_EQ(mbufmux_pool_set_limits(pool, 3, 1), 0);
 	st = stats(pool);
-	pr_info("    # %u B, %d threads, %u ops: waits %lu handed %lu cancelled %lu; pool allocs %llu handoffs %llu cancels %llu peak %llu nomem %llu\n",
+	pr_info("    # %u B, %d threads, %u ops: waits %lu (slept %lu) handed %lu cancelled %lu; pool allocs %llu handoffs %llu cancels %llu peak %llu nomem %llu\n",
 		size, n, n * DIV_ROUND_UP(stress_ops, NR_STRESS), waits,
-		handed, cancelled, st.allocs, st.handoffs, st.cancels, st.peak, st.alloc_nomem);
+		slept, handed, cancelled, st.allocs, st.handoffs, st.cancels,
+		st.peak, st.alloc_nomem);
 	if (flags)
 		pr_info("    # recycled %llu kept %llu, held at most %d at once\n",
 			st.recycled, st.kept, held_max);
@@ -1213,6 +1425,7 @@ static void stress(const char *name, unsigned int size, unsigned int flags)
 	CHECK(handed <= st.handoffs);
 	CHECK_EQ(st.waits, st.handoffs + st.cancels);
 	CHECK(waits > 0);
+	CHECK(slept > 0);
 	if (flags) {
 		/* The limit was exact, and nothing was zeroed or kept past it. */
 		CHECK(held_max <= 3);
@@ -1766,6 +1979,7 @@ static const struct mbufmux_test tests[] = {
 	{ "prealloc_when_slab_fails", test_prealloc },
 	{ "fifo_order", test_fifo },
 	{ "cancel", test_cancel },
+	{ "get_killable", test_get_killable },
 	{ "raise_limit_wakes", test_raise_limit },
 	{ "wait_hist", test_wait_hist },
 	{ "handoff_zero", test_handoff_zero },
