@@ -26,7 +26,11 @@
  *               operations per second, and the waits against the FIFO
  *               bound (waiters / bufs x the mean hold of a buffer): the
  *               longest and the 99th percentile; next to a counting
- *               semaphore guarding a kmem_cache (also FIFO).
+ *               semaphore guarding a kmem_cache (also FIFO). The threads
+ *               wait as a semaphore's do, asleep in the queue
+ *               (mbufmux_get_killable()); and, for the figure of the
+ *               callback's work item, by a callback that completes what
+ *               the thread sleeps on.
  *
  * Loading the module runs everything (it takes a while under emulation)
  * and succeeds; the figures are in debugfs, as JSON members and as a
@@ -917,8 +921,22 @@ struct ct_thread {
 	unsigned int nr_waits;
 };
 
+/* How the contention's threads wait: the keys', the callback's, down(). */
+enum ct_kind {
+	CT_SLEEP,
+	CT_CALLBACK,
+	CT_SEMAPHORE,
+	CT_NR
+};
+
+static const char *const ct_names[CT_NR] = {
+	[CT_SLEEP] = "mbufmux",
+	[CT_CALLBACK] = "mbufmux_callback",
+	[CT_SEMAPHORE] = "semaphore",
+};
+
 struct ct_env {
-	bool use_sem;
+	enum ct_kind kind;
 	struct mbufmux_pool *pool;
 	struct semaphore sem;
 	struct kmem_cache *cache;
@@ -960,7 +978,7 @@ static int ct_thread_fn(void *data)
 	wait_for_completion(&env->go);
 	while (!READ_ONCE(env->stop)) {
 		t0 = ktime_get_ns();
-		if (env->use_sem) {
+		if (env->kind == CT_SEMAPHORE) {
 			down(&env->sem);
 			t1 = ktime_get_ns();
 			buf = kmem_cache_alloc(env->cache, GFP_KERNEL);
@@ -969,11 +987,17 @@ static int ct_thread_fn(void *data)
 			t->hold_ns += ktime_get_ns() - t1;
 			up(&env->sem);
 		} else {
-			reinit_completion(&t->handed);
-			buf = mbufmux_get(&t->w, MBUFMUX_MARGIN_RESERVE);
-			if (!buf) {
-				wait_for_completion(&t->handed);
+			if (env->kind == CT_SLEEP) {
+				buf = mbufmux_get_killable(&t->w,
+							   MBUFMUX_MARGIN_RESERVE);
+			} else {
+				reinit_completion(&t->handed);
 				buf = mbufmux_get(&t->w, MBUFMUX_MARGIN_RESERVE);
+				if (!buf) {
+					wait_for_completion(&t->handed);
+					buf = mbufmux_get(&t->w,
+							  MBUFMUX_MARGIN_RESERVE);
+				}
 			}
 			t1 = ktime_get_ns();
 			ct_use(buf, t->count);
@@ -987,7 +1011,7 @@ static int ct_thread_fn(void *data)
 		t->count++;
 		cond_resched();
 	}
-	if (!env->use_sem)
+	if (env->kind != CT_SEMAPHORE)
 		mbufmux_cancel(&t->w);
 	if (atomic_dec_and_test(&env->running))
 		complete(&env->all_done);
@@ -1031,7 +1055,8 @@ struct ct_result {
 	u64 in_use_peak;
 };
 
-static int ct_run(bool use_sem, unsigned int bsize, struct ct_result *res)
+static int ct_run(enum ct_kind kind, unsigned int bsize,
+		  struct ct_result *res)
 {
 	struct mbufmux_pool_params params = {
 		.name = "bench_ct",
@@ -1059,11 +1084,11 @@ static int ct_run(bool use_sem, unsigned int bsize, struct ct_result *res)
 		if (!t[i].waits)
 			goto out;
 	}
-	env->use_sem = use_sem;
+	env->kind = kind;
 	init_completion(&env->go);
 	init_completion(&env->all_done);
 	sema_init(&env->sem, bufs);
-	if (use_sem) {
+	if (kind == CT_SEMAPHORE) {
 		env->cache = kmem_cache_create_usercopy("bench_ct_kmem", bsize,
 							0, SLAB_ACCOUNT |
 							SLAB_NO_MERGE,
@@ -1159,8 +1184,7 @@ out:
 	kfree(t);
 	kfree(env);
 	if (err)
-		pr_warn("contention (%s): failed (%d)\n",
-			use_sem ? "semaphore" : "mbufmux", err);
+		pr_warn("contention (%s): failed (%d)\n", ct_names[kind], err);
 	return err;
 }
 
@@ -1210,7 +1234,7 @@ static void bench_run(void)
 	unsigned int sizes[2] = { size, small_size };
 	bool fp_ok[2] = {}, ho_any = false, ct_ok = false;
 	struct ho_result *ho = NULL;
-	struct ct_result ct[2] = {};
+	struct ct_result ct[CT_NR] = {};
 	struct fp_result *fp = NULL;
 	u64 t0 = ktime_get_ns();
 	unsigned int i, last = 0;
@@ -1238,8 +1262,8 @@ static void bench_run(void)
 		}
 	}
 	if (tests & 4)
-		ct_ok = !ct_run(false, size, &ct[0]) &&
-			!ct_run(true, size, &ct[1]);
+		for (i = 0, ct_ok = true; ct_ok && i < CT_NR; i++)
+			ct_ok = !ct_run(i, size, &ct[i]);
 
 	out(&json_out,
 	    "  \"kernel\": {\"cycles_per_us\": %llu, \"online_cpus\": %u, \"size\": %u, \"small_size\": %u, \"fastpath_ms\": %u, \"rounds\": %u, \"samples\": %u, \"waiters\": %u, \"bufs\": %u, \"hold_us\": %u, \"contention_ms\": %u, \"memcg\": %s},\n",
@@ -1265,8 +1289,8 @@ static void bench_run(void)
 		out(&json_out,
 		    "  \"contention\": {\n    \"waiters\": %u, \"bufs\": %u, \"size\": %u, \"hold_us\": %u, \"ms\": %u,\n",
 		    waiters, bufs, size, hold_us, contention_ms);
-		ct_report("mbufmux", &ct[0], false);
-		ct_report("semaphore", &ct[1], true);
+		for (i = 0; i < CT_NR; i++)
+			ct_report(ct_names[i], &ct[i], i == CT_NR - 1);
 		out(&json_out, "  },\n");
 	}
 
@@ -1292,12 +1316,20 @@ static void bench_run(void)
 			out_key(ho_cfgs[i].key,
 				ratio_milli(ho[i].ho[0], ho[i].wq[0]));
 	if (ct_ok) {
-		out_key("fairness_wait_vs_fifo_bound", ct[0].max_vs_bound);
+		out_key("fairness_wait_vs_fifo_bound",
+			ct[CT_SLEEP].max_vs_bound);
+		out_key("fairness_wait_vs_fifo_bound_callback",
+			ct[CT_CALLBACK].max_vs_bound);
 		out_key("fairness_wait_vs_fifo_bound_semaphore",
-			ct[1].max_vs_bound);
-		out_key("fairness_wait_p99_vs_fifo_bound", ct[0].p99_vs_bound);
+			ct[CT_SEMAPHORE].max_vs_bound);
+		out_key("fairness_wait_p99_vs_fifo_bound",
+			ct[CT_SLEEP].p99_vs_bound);
 		out_key("contention_ops_ratio_vs_semaphore",
-			ratio_milli(ct[0].ops_per_s, ct[1].ops_per_s));
+			ratio_milli(ct[CT_SLEEP].ops_per_s,
+				    ct[CT_SEMAPHORE].ops_per_s));
+		out_key("contention_ops_ratio_vs_semaphore_callback",
+			ratio_milli(ct[CT_CALLBACK].ops_per_s,
+				    ct[CT_SEMAPHORE].ops_per_s));
 	}
 	out(&json_out, "  \"kernel_bench_secs\": %llu,\n",
 	    div_u64(ktime_get_ns() - t0, NSEC_PER_SEC));

@@ -139,8 +139,10 @@ handoff_ratio_vs_workqueue_no_zero_back_to_back|<= 1.2|a work item queued from a
 handoff_ratio_vs_workqueue_no_zero_memcg|<= 1.2|queue_work(); the pool of mbufmux_tcp, one child cgroup
 handoff_ratio_vs_workqueue_no_zero_memcg_back_to_back|<= 1.2|the same, back to back
 handoff_ratio_vs_workqueue_no_zero_memcg_cross|-|queue_work(); the pool of mbufmux_tcp, root to child (recharge)
-contention_ops_ratio_vs_semaphore|>= 0.95|a counting semaphore over a kmem_cache, same threads and holds
-fairness_wait_vs_fifo_bound|<= 1.5|the FIFO bound: waiters / buffers x mean hold (the semaphore: next line)
+contention_ops_ratio_vs_semaphore|>= 0.95|a counting semaphore over a kmem_cache, same threads and holds; the threads sleep in mbufmux_get_killable()
+contention_ops_ratio_vs_semaphore_callback|-|the same semaphore; the threads wait by a callback (mbufmux_get())
+fairness_wait_vs_fifo_bound|<= 1.5|the FIFO bound: waiters / buffers x mean hold; sleeping (callback, semaphore: next lines)
+fairness_wait_vs_fifo_bound_callback|-|the FIFO bound, the threads waiting by a callback
 fairness_wait_vs_fifo_bound_semaphore|-|the FIFO bound, for the semaphore
 scale_wait_vs_fifo_bound|<= 1.5|the FIFO bound: parked at once / limit x mean hold; the worst N
 scale_handoff_flatness|in 0.8 1.2|the time per handoff at N = 1,000; the N furthest from it
