@@ -68,6 +68,8 @@
 #define MBUFMUX_RETRY_DELAY	(HZ / 50)
 /* Kept buffers per CPU (MBUFMUX_POOL_NO_ZERO): a cache line of pointers. */
 #define MBUFMUX_KEEP_SLOTS	8
+/* Other CPUs an allocation looks for kept buffers on: mbufmux_unkeep(). */
+#define MBUFMUX_UNKEEP_CPUS	8
 
 /*
  * A CPU's kept buffers. The shrinker, a lowered limit and the pool's
@@ -322,20 +324,17 @@ static void *mbufmux_keep(struct mbufmux_pool *pool, void *buf,
 }
 
 /*
- * A kept buffer of this CPU charged to @memcg, or NULL. A kept buffer of
- * another cgroup, taken to look at its class, goes back to its slot (or,
- * if the slot was filled meanwhile, to the slab allocator).
+ * A buffer of @k's charged to @memcg, or NULL. A kept buffer of another
+ * cgroup, taken to look at its class, goes back to its slot (or, if the
+ * slot was filled meanwhile, to the slab allocator).
  */
-static void *mbufmux_unkeep(struct mbufmux_pool *pool,
-			    struct mem_cgroup *memcg)
+static void *mbufmux_unkeep_from(struct mbufmux_pool *pool,
+				 struct mbufmux_keep *k,
+				 struct mem_cgroup *memcg)
 {
-	struct mbufmux_keep *k;
 	struct mbufmux_kept *kb;
 	unsigned int i;
 
-	if (!atomic_read(&pool->nr_kept))
-		return NULL;
-	k = raw_cpu_ptr(pool->keep);
 	for (i = 0; i < MBUFMUX_KEEP_SLOTS; i++) {
 		if (!READ_ONCE(k->slot[i]))
 			continue;
@@ -355,6 +354,41 @@ static void *mbufmux_unkeep(struct mbufmux_pool *pool,
 		}
 	}
 	return NULL;
+}
+
+/*
+ * A kept buffer charged to @memcg, or NULL: this CPU's first, then those
+ * of up to MBUFMUX_UNKEEP_CPUS other CPUs, the next ones in order, while
+ * any are kept. A buffer is kept where it is freed, and for a socket that
+ * is often where its ACKs are processed, not where it sends; looking
+ * further saves the slab round trip the sender would make instead. The
+ * bound keeps the cost of a search that finds nothing (every buffer kept
+ * is of other cgroups) independent of the number of CPUs: a buffer kept
+ * further away serves the CPUs near it, or goes back under pressure.
+ */
+static void *mbufmux_unkeep(struct mbufmux_pool *pool,
+			    struct mem_cgroup *memcg)
+{
+	unsigned int n, here, cpu;
+	void *buf;
+
+	if (!atomic_read(&pool->nr_kept))
+		return NULL;
+	here = raw_smp_processor_id();
+	buf = mbufmux_unkeep_from(pool, per_cpu_ptr(pool->keep, here), memcg);
+	cpu = here;
+	for (n = 0; !buf && n < MBUFMUX_UNKEEP_CPUS; n++) {
+		if (!atomic_read(&pool->nr_kept))
+			break;
+		cpu = cpumask_next(cpu, cpu_possible_mask);
+		if (cpu >= nr_cpu_ids)
+			cpu = cpumask_first(cpu_possible_mask);
+		if (cpu == here)
+			break;
+		buf = mbufmux_unkeep_from(pool, per_cpu_ptr(pool->keep, cpu),
+					  memcg);
+	}
+	return buf;
 }
 
 /*

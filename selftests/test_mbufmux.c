@@ -1848,18 +1848,23 @@ static void test_keep_limit(void)
 	run_recycle_memcg("t_keep_limit", 3, keep_limit_steps);
 }
 
-/* Kept buffers on both CPUs: the shrinker takes them from either. */
+/*
+ * Kept buffers on both CPUs: the shrinker takes them from either. All are
+ * taken first, so that neither CPU's frees can be served by the other's.
+ */
+struct keep_some {
+	struct mbufmux_pool *pool;
+	void *b[3];
+};
+
 static void keep_some(void *arg)
 {
-	struct mbufmux_pool *pool = arg;
-	void *b[3];
+	struct keep_some *ks = arg;
 	int i;
 
 	for (i = 0; i < 3; i++)
-		b[i] = mbufmux_buf_alloc(pool, 0);
-	for (i = 0; i < 3; i++)
-		if (CHECK(b[i]))
-			mbufmux_buf_free(pool, b[i]);
+		if (ks->b[i])
+			mbufmux_buf_free(ks->pool, ks->b[i]);
 }
 
 static void test_shrink(void)
@@ -1868,13 +1873,22 @@ static void test_shrink(void)
 						     MBUFMUX_POOL_NO_ZERO);
 	unsigned int cpus = min(num_online_cpus(), 2U);
 	static struct mbufmux_pool_stats st;
+	struct keep_some ks[2] = {};
 	unsigned int cpu;
 	void *buf;
+	int i;
 
 	if (!pool)
 		return;
+	for (cpu = 0; cpu < cpus; cpu++) {
+		ks[cpu].pool = pool;
+		for (i = 0; i < 3; i++) {
+			ks[cpu].b[i] = mbufmux_buf_alloc(pool, 0);
+			CHECK(ks[cpu].b[i]);
+		}
+	}
 	for (cpu = 0; cpu < cpus; cpu++)
-		run_on_cpu(cpu, keep_some, pool);
+		run_on_cpu(cpu, keep_some, &ks[cpu]);
 	CHECK_EQ(stats_now(pool)->kept, 3 * cpus);
 	CHECK_EQ(mbufmux_pool_shrink(pool, 2), 2);
 	mbufmux_pool_get_stats(pool, &st);
