@@ -858,6 +858,11 @@ static __always_inline void *__mbufmux_get(struct mbufmux_waiter *w,
 	}
 
 	spin_lock_bh(&pool->wait_lock);
+	/* Queued twice: the caller did not serialise its calls on @w. */
+	if (WARN_ON_ONCE(w->queued)) {
+		spin_unlock_bh(&pool->wait_lock);
+		return NULL;
+	}
 	w->margin = margin;
 	w->sleeps = sleeps;
 	w->queued_ns = ktime_get_ns();
@@ -937,8 +942,11 @@ static void mbufmux_unqueue(struct mbufmux_pool *pool,
  * sleeps in its place in the queue until a buffer is handed to it. The
  * context that gives the buffer back wakes it directly: no work item, and
  * @w->ops->available is not called for this wait. A waiter that an earlier
- * mbufmux_get() queued keeps its place and now sleeps in it. The order is
- * the wait list's, shared with the waiters that wait by their callback.
+ * mbufmux_get() queued keeps its place and now sleeps in it; if a buffer
+ * was handed to it before this call took the wait-list lock, its callback
+ * has been queued and still runs, as for any wait mbufmux_get() began
+ * (mbufmux_waiter_flush() waits for it). The order is the wait list's,
+ * shared with the waiters that wait by their callback.
  *
  * A fatal signal ends the sleep: the waiter leaves the queue (counted as a
  * cancel), unless a buffer was handed to it first, which it then returns.
@@ -955,9 +963,13 @@ void *mbufmux_get_killable(struct mbufmux_waiter *w, unsigned int margin)
 
 	might_sleep();
 	if (unlikely(mbufmux_waiter_queued(w))) {
-		/* Queued by mbufmux_get(): sleep in that place. */
+		/*
+		 * Queued by mbufmux_get(): sleep in that place, unless it was
+		 * served meanwhile (by its callback, then).
+		 */
 		spin_lock_bh(&pool->wait_lock);
-		w->sleeps = true;
+		if (w->queued)
+			w->sleeps = true;
 		spin_unlock_bh(&pool->wait_lock);
 	} else {
 		buf = __mbufmux_get(w, margin, true);
