@@ -72,14 +72,25 @@
 #define MBUFMUX_UNKEEP_CPUS	8
 
 /*
- * A CPU's kept buffers. The shrinker, a lowered limit and the pool's
- * release take buffers from every CPU's slots, so the slots are only ever
- * changed with full atomics (xchg(), cmpxchg()), never this_cpu_*()
- * operations, which are atomic against the local CPU alone. Uncontended,
- * the line stays in the local CPU's cache.
+ * A kept buffer's place. @memcg is the class of the buffer in @buf, so
+ * that an allocation for another cgroup passes it over without taking it:
+ * a hint, written after @buf is filled, which may be stale meanwhile. The
+ * class recorded in the buffer itself (struct mbufmux_kept) decides.
+ */
+struct mbufmux_keep_slot {
+	void *buf;
+	struct mem_cgroup *memcg;
+};
+
+/*
+ * A CPU's kept buffers. The shrinker, a lowered limit, the pool's release
+ * and allocations on other CPUs take buffers from every CPU's slots, so
+ * @buf is only ever changed with full atomics (xchg(), cmpxchg()), never
+ * this_cpu_*() operations, which are atomic against the local CPU alone.
+ * Uncontended, the lines stay in the local CPU's cache.
  */
 struct mbufmux_keep {
-	void *slot[MBUFMUX_KEEP_SLOTS];
+	struct mbufmux_keep_slot slot[MBUFMUX_KEEP_SLOTS];
 	unsigned int next;	/* the next slot to replace: a hint */
 };
 
@@ -240,9 +251,9 @@ static unsigned long mbufmux_drain(struct mbufmux_pool *pool,
 			break;
 		k = per_cpu_ptr(pool->keep, cpu);
 		for (i = 0; i < MBUFMUX_KEEP_SLOTS && freed < nr; i++) {
-			if (!READ_ONCE(k->slot[i]))
+			if (!READ_ONCE(k->slot[i].buf))
 				continue;
-			buf = xchg(&k->slot[i], NULL);
+			buf = xchg(&k->slot[i].buf, NULL);
 			if (!buf)
 				continue;
 			kmem_cache_free(pool->cache, buf);
@@ -288,7 +299,7 @@ static void *mbufmux_keep(struct mbufmux_pool *pool, void *buf,
 
 	kb->memcg = memcg;
 
-	for (i = 0; i < MBUFMUX_KEEP_SLOTS && READ_ONCE(k->slot[i]); i++)
+	for (i = 0; i < MBUFMUX_KEEP_SLOTS && READ_ONCE(k->slot[i].buf); i++)
 		;
 	kept = atomic_read(&pool->nr_kept);
 	while (i < MBUFMUX_KEEP_SLOTS && kept < (int)READ_ONCE(pool->limit)) {
@@ -300,7 +311,8 @@ static void *mbufmux_keep(struct mbufmux_pool *pool, void *buf,
 		 * of it (see mbufmux_pool_set_limits()).
 		 */
 		for (; i < MBUFMUX_KEEP_SLOTS; i++) {
-			if (!cmpxchg(&k->slot[i], NULL, buf)) {
+			if (!cmpxchg(&k->slot[i].buf, NULL, buf)) {
+				WRITE_ONCE(k->slot[i].memcg, memcg);
 				mbufmux_trim(pool);
 				return NULL;
 			}
@@ -314,8 +326,9 @@ static void *mbufmux_keep(struct mbufmux_pool *pool, void *buf,
 	s = READ_ONCE(k->next);
 	for (i = 0; i < MBUFMUX_KEEP_SLOTS; i++, s++) {
 		s %= MBUFMUX_KEEP_SLOTS;
-		old = READ_ONCE(k->slot[s]);
-		if (old && try_cmpxchg(&k->slot[s], &old, buf)) {
+		old = READ_ONCE(k->slot[s].buf);
+		if (old && try_cmpxchg(&k->slot[s].buf, &old, buf)) {
+			WRITE_ONCE(k->slot[s].memcg, memcg);
 			WRITE_ONCE(k->next, s + 1);
 			return old;
 		}
@@ -324,23 +337,31 @@ static void *mbufmux_keep(struct mbufmux_pool *pool, void *buf,
 }
 
 /*
- * A buffer of @k's charged to @memcg, or NULL. A kept buffer of another
- * cgroup, taken to look at its class, goes back to its slot (or, if the
- * slot was filled meanwhile, to the slab allocator).
+ * A buffer of @k's charged to @memcg, or NULL. Slots whose class is
+ * another are passed over untouched. A buffer taken on a stale class
+ * (its slot refilled meanwhile) goes back to its slot, or, if the slot
+ * was filled again, to the slab allocator.
  */
 static void *mbufmux_unkeep_from(struct mbufmux_pool *pool,
 				 struct mbufmux_keep *k,
 				 struct mem_cgroup *memcg)
 {
+	struct mbufmux_keep_slot *slot;
+	struct mem_cgroup *kb_memcg;
 	struct mbufmux_kept *kb;
 	unsigned int i;
 
 	for (i = 0; i < MBUFMUX_KEEP_SLOTS; i++) {
-		if (!READ_ONCE(k->slot[i]))
+		slot = &k->slot[i];
+		kb = READ_ONCE(slot->buf);
+		if (!kb || READ_ONCE(slot->memcg) != memcg)
 			continue;
-		kb = xchg(&k->slot[i], NULL);
-		if (!kb)
+		if (cmpxchg(&slot->buf, kb, NULL) != kb)
 			continue;
+		/*
+		 * Fully ordered after the keeper's cmpxchg(), which put
+		 * @kb there after writing its class.
+		 */
 		if (likely(kb->memcg == memcg)) {
 			/* Nobody sees what the pool wrote in it. */
 			kb->memcg = NULL;
@@ -348,10 +369,16 @@ static void *mbufmux_unkeep_from(struct mbufmux_pool *pool,
 			this_cpu_inc(pool->pcpu->recycled);
 			return kb;
 		}
-		if (cmpxchg(&k->slot[i], NULL, kb)) {
+		/* Read before @kb is back in view. */
+		kb_memcg = kb->memcg;
+		if (cmpxchg(&slot->buf, NULL, kb)) {
 			kmem_cache_free(pool->cache, kb);
 			atomic_dec(&pool->nr_kept);
+			continue;
 		}
+		WRITE_ONCE(slot->memcg, kb_memcg);
+		/* A lowered limit may have missed it while it was out. */
+		mbufmux_trim(pool);
 	}
 	return NULL;
 }
@@ -361,10 +388,11 @@ static void *mbufmux_unkeep_from(struct mbufmux_pool *pool,
  * of up to MBUFMUX_UNKEEP_CPUS other CPUs, the next ones in order, while
  * any are kept. A buffer is kept where it is freed, and for a socket that
  * is often where its ACKs are processed, not where it sends; looking
- * further saves the slab round trip the sender would make instead. The
- * bound keeps the cost of a search that finds nothing (every buffer kept
- * is of other cgroups) independent of the number of CPUs: a buffer kept
- * further away serves the CPUs near it, or goes back under pressure.
+ * further saves the slab round trip the sender would make instead. A
+ * search that finds nothing (every kept buffer is of other cgroups) reads
+ * the slots and changes none; the bound keeps its cost independent of the
+ * number of CPUs: a buffer kept further away serves the CPUs near it, or
+ * goes back under pressure.
  */
 static void *mbufmux_unkeep(struct mbufmux_pool *pool,
 			    struct mem_cgroup *memcg)
