@@ -342,9 +342,9 @@ static void *mbufmux_keep(struct mbufmux_pool *pool, void *buf,
  * (its slot refilled meanwhile) goes back to its slot, or, if the slot
  * was filled again, to the slab allocator.
  */
-static void *mbufmux_unkeep_from(struct mbufmux_pool *pool,
-				 struct mbufmux_keep *k,
-				 struct mem_cgroup *memcg)
+static __always_inline void *mbufmux_unkeep_from(struct mbufmux_pool *pool,
+						 struct mbufmux_keep *k,
+						 struct mem_cgroup *memcg)
 {
 	struct mbufmux_keep_slot *slot;
 	struct mem_cgroup *kb_memcg;
@@ -384,26 +384,16 @@ static void *mbufmux_unkeep_from(struct mbufmux_pool *pool,
 }
 
 /*
- * A kept buffer charged to @memcg, or NULL: this CPU's first, then those
- * of up to MBUFMUX_UNKEEP_CPUS other CPUs, the next ones in order, while
- * any are kept. A buffer is kept where it is freed, and for a socket that
- * is often where its ACKs are processed, not where it sends; looking
- * further saves the slab round trip the sender would make instead. A
- * search that finds nothing (every kept buffer is of other cgroups) reads
- * the slots and changes none; the bound keeps its cost independent of the
- * number of CPUs: a buffer kept further away serves the CPUs near it, or
- * goes back under pressure.
+ * The search of mbufmux_unkeep() beyond this CPU: up to MBUFMUX_UNKEEP_CPUS
+ * other CPUs, the next ones in order, while any buffer is kept.
  */
-static void *mbufmux_unkeep(struct mbufmux_pool *pool,
-			    struct mem_cgroup *memcg)
+static noinline void *mbufmux_unkeep_remote(struct mbufmux_pool *pool,
+					    struct mem_cgroup *memcg)
 {
 	unsigned int n, here, cpu;
-	void *buf;
+	void *buf = NULL;
 
-	if (!atomic_read(&pool->nr_kept))
-		return NULL;
 	here = raw_smp_processor_id();
-	buf = mbufmux_unkeep_from(pool, per_cpu_ptr(pool->keep, here), memcg);
 	cpu = here;
 	for (n = 0; !buf && n < MBUFMUX_UNKEEP_CPUS; n++) {
 		if (!atomic_read(&pool->nr_kept))
@@ -417,6 +407,29 @@ static void *mbufmux_unkeep(struct mbufmux_pool *pool,
 					  memcg);
 	}
 	return buf;
+}
+
+/*
+ * A kept buffer charged to @memcg, or NULL: this CPU's first, then those
+ * of other CPUs (mbufmux_unkeep_remote()). A buffer is kept where it is
+ * freed, and for a socket that is often where its ACKs are processed, not
+ * where it sends; looking further saves the slab round trip the sender
+ * would make instead. A search that finds nothing (every kept buffer is
+ * of other cgroups) reads the slots and changes none; the bound keeps its
+ * cost independent of the number of CPUs: a buffer kept further away
+ * serves the CPUs near it, or goes back under pressure.
+ */
+static void *mbufmux_unkeep(struct mbufmux_pool *pool,
+			    struct mem_cgroup *memcg)
+{
+	void *buf;
+
+	if (!atomic_read(&pool->nr_kept))
+		return NULL;
+	buf = mbufmux_unkeep_from(pool, raw_cpu_ptr(pool->keep), memcg);
+	if (likely(buf) || !atomic_read(&pool->nr_kept))
+		return buf;
+	return mbufmux_unkeep_remote(pool, memcg);
 }
 
 /*
