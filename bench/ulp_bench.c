@@ -1081,6 +1081,7 @@ struct scale_res {
 	double ct_p50, ct_p99, ct_max;	/* completion times */
 	/* ULP: the sockets' waits (MBUFMUX_INFO: pool and per-user cap) */
 	long long waits, handoffs, allocs, peak, in_use_max, waiters_max;
+	long long recycled;	/* of @allocs, from kept buffers (no slab) */
 	double in_use_mean;
 	int parked_max;		/* connections refused at once, at most */
 	int conns_parked;	/* connections refused at least once */
@@ -1115,7 +1116,7 @@ static void scale_run(enum scale_cfg cfg, int conns, unsigned int bytes,
 {
 	struct sockaddr_in from = { .sin_family = AF_INET };
 	bool use_ulp = cfg != SC_TCP, unpriv = cfg == SC_RESERVE;
-	long long handoffs0 = 0, allocs0 = 0;
+	long long handoffs0 = 0, allocs0 = 0, recycled0 = 0;
 	pthread_t rx_thread, mon_thread;
 	struct epoll_event ev[1024];
 	struct scale sc = {};
@@ -1139,6 +1140,7 @@ static void scale_run(enum scale_cfg cfg, int conns, unsigned int bytes,
 	if (use_ulp) {
 		handoffs0 = stat_get("handoffs");
 		allocs0 = stat_get("allocs");
+		recycled0 = stat_get("recycled");
 		res->reserve = param_get("reserve");
 	}
 
@@ -1256,6 +1258,7 @@ static void scale_run(enum scale_cfg cfg, int conns, unsigned int bytes,
 		res->peak = stat_get("peak");
 		res->handoffs = stat_get("handoffs") - handoffs0;
 		res->allocs = stat_get("allocs") - allocs0;
+		res->recycled = stat_get("recycled") - recycled0;
 		res->in_use_max = sc.in_use_max;
 		res->waiters_max = sc.waiters_max;
 		res->in_use_mean = sc.samples ? sc.in_use_sum / sc.samples : 0;
@@ -1331,9 +1334,9 @@ static void scale_print(enum scale_cfg cfg, const struct scale_res *r,
 		r->wait_p99, r->wait_max);
 	if (cfg != SC_TCP)
 		fprintf(stdout,
-			", \"reserve\": %d, \"privileged\": %d, \"waits\": %lld, \"handoffs\": %lld, \"allocs\": %lld, \"us_per_handoff\": %.2f, \"pool\": {\"limit\": %lld, \"peak\": %lld, \"in_use_max_sampled\": %lld, \"in_use_mean_sampled\": %.1f, \"waiters_max_sampled\": %lld, \"peak_within_limit\": %s}, \"hold_secs_mean\": %.5f, \"fifo_bound_secs\": %.4f, \"wait_vs_fifo_bound\": %.3f, \"wait_p99_vs_fifo_bound\": %.3f",
+			", \"reserve\": %d, \"privileged\": %d, \"waits\": %lld, \"handoffs\": %lld, \"allocs\": %lld, \"recycled\": %lld, \"us_per_handoff\": %.2f, \"pool\": {\"limit\": %lld, \"peak\": %lld, \"in_use_max_sampled\": %lld, \"in_use_mean_sampled\": %.1f, \"waiters_max_sampled\": %lld, \"peak_within_limit\": %s}, \"hold_secs_mean\": %.5f, \"fifo_bound_secs\": %.4f, \"wait_vs_fifo_bound\": %.3f, \"wait_p99_vs_fifo_bound\": %.3f",
 			r->reserve, r->privileged, r->waits, r->handoffs,
-			r->allocs, r->us_per_wait, limit, r->peak,
+			r->allocs, r->recycled, r->us_per_wait, limit, r->peak,
 			r->in_use_max, r->in_use_mean, r->waiters_max,
 			r->peak <= limit && r->in_use_max <= limit ?
 			"true" : "false",
@@ -1350,8 +1353,9 @@ table:
 		r->ct_p50, r->ct_max);
 	if (cfg != SC_TCP)
 		fprintf(stderr,
-			", %lld waits, %.2f us/handoff, peak %lld/%lld, longest wait %.1f ms = %.2f x FIFO bound (%d parked x %.2f ms / %.1f out)",
-			r->waits, r->us_per_wait, r->peak, limit,
+			", %lld waits, %.2f us/handoff, %lld of %lld allocations recycled, peak %lld/%lld, longest wait %.1f ms = %.2f x FIFO bound (%d parked x %.2f ms / %.1f out)",
+			r->waits, r->us_per_wait, r->recycled, r->allocs,
+			r->peak, limit,
 			r->wait_max * 1e3,
 			r->fifo_bound > 0 ? r->wait_max / r->fifo_bound : 0,
 			r->parked_max, r->hold_mean * 1e3, r->in_use_mean);
