@@ -66,7 +66,7 @@
 
 /* How soon to retry serving waiters after the slab allocator failed. */
 #define MBUFMUX_RETRY_DELAY	(HZ / 50)
-/* Kept buffers per CPU (MBUFMUX_POOL_NO_ZERO): a cache line of pointers. */
+/* Kept buffers per CPU (MBUFMUX_POOL_NO_ZERO): two cache lines of slots. */
 #define MBUFMUX_KEEP_SLOTS	8
 /* Other CPUs an allocation looks for kept buffers on: mbufmux_unkeep(). */
 #define MBUFMUX_UNKEEP_CPUS	8
